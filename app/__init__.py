@@ -1,0 +1,3 @@
+"""ScriptServe: a model server for TorchScript."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""HTTP routers: thin layers from requests to registry calls and back."""

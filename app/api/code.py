@@ -1,0 +1,35 @@
+"""What will run: TorchScript code and graphs of a model version."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from app.api.deps import ReaderDep, RegistryDep
+from app.codeview import as_text, module_code
+
+router = APIRouter(tags=["code"])
+
+
+@router.get(
+    "/models/{name}/code",
+    summary="TorchScript code (or graph) of forward, other methods and submodules",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+    response_class=JSONResponse,
+)
+async def model_code(
+    name: str,
+    request: Request,
+    _: ReaderDep,
+    registry: RegistryDep,
+    version: int | None = None,
+    view: Literal["code", "graph", "inlined"] = "code",
+) -> Response:
+    mv = registry.get(name, version)
+    doc = {"model": name, "version": mv.version, **module_code(mv.model.module, view)}
+    accept = request.headers.get("accept", "")
+    if "text/plain" in accept and "application/json" not in accept:
+        return PlainTextResponse(as_text(doc))
+    return JSONResponse(doc)

@@ -1,0 +1,43 @@
+"""Collaborators for routes, read from ``app.state`` (set by ``create_app``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.registry import Registry
+from app.security import check_token
+from app.store import ModelStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def get_store(request: Request) -> ModelStore:
+    return request.app.state.store
+
+
+def require_admin(request: Request) -> None:
+    """Management calls need the admin token."""
+    check_token(request.headers.get("authorization"), request.app.state.admin_token)
+
+
+def require_reader(request: Request) -> None:
+    """Predict, code and listing are open unless an inference token is configured."""
+    token = request.app.state.settings.inference_token
+    if token:
+        check_token(request.headers.get("authorization"), token, request.app.state.admin_token)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+AdminDep = Annotated[None, Depends(require_admin)]
+ReaderDep = Annotated[None, Depends(require_reader)]

@@ -1,0 +1,127 @@
+"""Model management: upload, list, describe, download, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse, JSONResponse
+
+from app.api.deps import AdminDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
+from app.batching import BatchPolicy
+from app.config import Settings
+from app.ingest import FILE_FIELDS, FORM_FIELDS, ingest
+from app.upload import read_multipart
+
+router = APIRouter(tags=["models"])
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "TorchScript archive (ScriptModule.save)"},
+                        **{k: {"type": "string", "description": v} for k, v in FORM_FIELDS.items()},
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad form field or not a TorchScript archive"},
+    401: {"description": "missing or invalid admin token"},
+    409: {"description": "version exists"},
+    413: {"description": "upload too large"},
+    415: {"description": "not multipart/form-data"},
+    422: {"description": "the archive could not be loaded"},
+}
+
+
+def default_policy(settings: Settings) -> BatchPolicy:
+    return BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        max_queue_size=settings.max_queue_size,
+    )
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    summary="Upload a model version",
+    openapi_extra=_UPLOAD_SCHEMA,
+    responses=_ERRORS,
+)
+async def upload_model(
+    request: Request, _: AdminDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep
+) -> JSONResponse:
+    staging = store.new_staging_dir()
+    try:
+        form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
+        mv = await ingest(form, staging, registry, request.app.state.default_policy)
+    except BaseException:
+        store.discard(staging)
+        raise
+    return JSONResponse({"name": mv.name, **mv.info()}, status_code=201)
+
+
+@router.get("/models", summary="List models and their versions")
+async def list_models(_: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    models = []
+    for name in registry.names():
+        versions = registry.versions(name)
+        default = versions[-1]
+        models.append({
+            "name": name,
+            "default_version": default.version,
+            "versions": [mv.version for mv in versions],
+            "device": str(default.model.device),
+            "signature": default.model.signature.as_dict(),
+        })
+    return {"models": models}
+
+
+@router.get("/models/{name}", summary="Describe a model: versions, device, signature, sizes")
+async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    versions = registry.versions(name)
+    return {
+        "name": name,
+        "default_version": versions[-1].version,
+        "versions": [mv.info() for mv in versions],
+    }
+
+
+@router.get(
+    "/models/{name}/archive",
+    summary="Download the TorchScript archive (loads with torch::jit::load in C++)",
+    response_class=FileResponse,
+)
+async def download_archive(
+    name: str, _: ReaderDep, registry: RegistryDep, version: int | None = None
+) -> FileResponse:
+    mv = registry.get(name, version)
+    return FileResponse(
+        mv.stored.archive,
+        media_type="application/zip",
+        filename=f"{name}-v{mv.version}.torchscript",
+    )
+
+
+@router.delete("/models/{name}", summary="Delete every version of a model")
+async def delete_model(name: str, _: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    removed = await registry.remove_model(name)
+    return {"name": name, "deleted_versions": removed}
+
+
+@router.delete("/models/{name}/versions/{version}", summary="Delete one version")
+async def delete_version(
+    name: str, version: int, _: AdminDep, registry: RegistryDep
+) -> dict[str, Any]:
+    await registry.remove_version(name, version)
+    return {"name": name, "deleted_versions": [version]}

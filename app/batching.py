@@ -1,0 +1,342 @@
+"""When to batch: a bounded queue per model version, inference threads, deadlines, futures.
+
+How to batch (collate / forward / split) lives in ``app.runtime``; whether a model may be
+batched at all is decided once by ``app.probe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from app.errors import (
+    DeadlineExceededError,
+    ModelExecutionError,
+    NotReadyError,
+    OverloadedError,
+    ScriptServeError,
+)
+from app.probe import ProbeResult, probe
+from app.runtime import LoadedModel, SplitError, batch_key, batch_rows, collate, split
+
+log = logging.getLogger(__name__)
+
+BatchingMode = Literal["auto", "on", "off"]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """Effective batching settings of one model version."""
+
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 0.0
+    max_queue_size: int = 1024
+    workers: int = 1
+    mode: BatchingMode = "auto"
+
+
+@dataclass(eq=False)
+class Job:
+    """One request waiting for, or inside, a forward pass."""
+
+    inputs: list[torch.Tensor]
+    rows: int | None
+    key: tuple | None
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued_at: float
+    deadline: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    batch_size: int = 0
+    expired: bool = False
+
+
+@dataclass
+class BatchingState:
+    """Whether this version's requests may be combined, and why."""
+
+    enabled: bool | None  # None: unknown until the probe has run on a real input
+    reason: str
+    probed: bool = False
+
+
+BatchObserver = Callable[[list[Job], float], None]
+
+
+class Batcher:
+    """Owns a model version's queue and inference threads."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        policy: BatchPolicy,
+        label: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self.label = label
+        self.observer = observer
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._accepting = False
+        self._busy = 0
+        self._probe_lock = threading.Lock()
+        self.executions = 0
+        if policy.mode == "off":
+            self.state = BatchingState(False, "batching switched off for this model")
+        elif policy.mode == "on":
+            self.state = BatchingState(True, "batching forced on for this model (not probed)")
+        elif not model.signature.tensors_only:
+            self.state = BatchingState(False, "forward takes non-tensor arguments")
+        else:
+            self.state = BatchingState(None, "not probed yet: the first request's inputs are used")
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the inference threads and accept requests."""
+        self._accepting = True
+        for i in range(max(1, self.policy.workers)):
+            t = threading.Thread(target=self._run, name=f"infer-{self.label}-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop intake, let queued requests finish, then end the threads."""
+        with self._cond:
+            self._accepting = False
+            self._cond.notify_all()
+        deadline = time.monotonic() + drain_timeout_s
+        for t in self._threads:
+            await asyncio.to_thread(t.join, max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            leftover = list(self._queue)
+            self._queue.clear()
+        for job in leftover:
+            _resolve(job, NotReadyError(f"{self.label} was unloaded before this request ran"))
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue) + self._busy
+
+    def probe_with(self, template: list[torch.Tensor]) -> ProbeResult | None:
+        """Run the batch-safety probe now (idempotent; thread-safe)."""
+        with self._probe_lock:
+            if self.state.enabled is not None:
+                return None
+            result = probe(self.model.forward, template)
+            self.state = BatchingState(result.safe, result.reason, probed=True)
+            log.info("%s batch-safety probe: %s (%s)", self.label, result.safe, result.reason)
+            return result
+
+    # intake --------------------------------------------------------------------------------
+    async def submit(self, inputs: list[torch.Tensor], timeout_s: float) -> Any:
+        """Queue one request and wait for its output (or its error)."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        rows = batch_rows(inputs)
+        job = Job(
+            inputs=inputs,
+            rows=rows,
+            key=batch_key(inputs) if rows is not None else None,
+            future=loop.create_future(),
+            loop=loop,
+            enqueued_at=now,
+            deadline=now + timeout_s,
+        )
+        with self._cond:
+            if not self._accepting:
+                raise NotReadyError(f"{self.label} is not accepting requests (unloading)")
+            if len(self._queue) >= self.policy.max_queue_size:
+                raise OverloadedError(
+                    f"{self.label} has {len(self._queue)} requests queued; retry shortly"
+                )
+            self._queue.append(job)
+            self._cond.notify()
+        timer = loop.call_later(timeout_s, _expire, job)
+        try:
+            return await job.future
+        finally:
+            timer.cancel()
+
+    # worker --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._queue and self._accepting:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                jobs = self._take()
+                self._busy += 1
+            try:
+                self._execute(jobs)
+            except BaseException as exc:  # never let a worker thread die silently
+                log.exception("inference worker for %s failed", self.label)
+                for job in jobs:
+                    _resolve(job, ScriptServeError(f"internal error in the inference worker: {exc}"))
+            finally:
+                with self._cond:
+                    self._busy -= 1
+
+    def _take(self) -> list[Job]:
+        """Pop the next batch: the head job plus compatible queued jobs (lock held)."""
+        first = self._queue.popleft()
+        if first.rows is None or self.state.enabled is False:
+            return [first]
+        if self.state.enabled is None:
+            return [first]  # probe runs on this job's inputs before anything is combined
+        limit = self.policy.max_batch_size
+        jobs, total = [first], first.rows
+        self._gather(jobs, total, limit)
+        delay = self.policy.max_batch_delay_ms / 1000.0
+        if delay > 0:
+            until = first.enqueued_at + delay
+            while (total := sum(j.rows or 0 for j in jobs)) < limit and self._accepting:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+                self._gather(jobs, total, limit)
+        return jobs
+
+    def _gather(self, jobs: list[Job], total: int, limit: int) -> None:
+        key = jobs[0].key
+        keep: deque[Job] = deque()
+        while self._queue:
+            job = self._queue.popleft()
+            if job.key == key and job.rows is not None and total + job.rows <= limit:
+                jobs.append(job)
+                total += job.rows
+            else:
+                keep.append(job)
+                if total >= limit:
+                    break
+        keep.extend(self._queue)
+        self._queue = keep
+
+    def _execute(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        live = []
+        for job in jobs:
+            if job.expired or job.future.done() or now >= job.deadline:
+                _resolve(job, _deadline_error(self.label))
+            else:
+                live.append(job)
+        if not live:
+            return
+        if self.state.enabled is None and live[0].rows is not None:
+            self.probe_with(live[0].inputs)
+        self._forward_group(live)
+
+    def _forward_group(self, jobs: list[Job]) -> None:
+        start = time.monotonic()
+        for job in jobs:
+            job.started_at = start
+        rows = sum(j.rows or 1 for j in jobs)
+        try:
+            if len(jobs) == 1:
+                outputs = [self.model.forward(jobs[0].inputs)]
+            else:
+                batched = self.model.forward(collate([j.inputs for j in jobs]))
+                outputs = split(batched, [j.rows or 0 for j in jobs])
+        except torch.cuda.OutOfMemoryError:
+            if len(jobs) > 1:
+                log.warning("%s: out of memory on %d samples; splitting", self.label, rows)
+                torch.cuda.empty_cache()
+                half = len(jobs) // 2
+                self._forward_group(jobs[:half])
+                self._forward_group(jobs[half:])
+                return
+            _resolve(jobs[0], ModelExecutionError(
+                f"{self.label} ran out of device memory on this input ({rows} samples)"))
+            return
+        except (SplitError, Exception) as exc:
+            if len(jobs) > 1:  # isolate the failure: run each request alone
+                for job in jobs:
+                    self._forward_group([job])
+                return
+            _resolve(jobs[0], ModelExecutionError(f"the model raised: {model_message(exc)}"))
+            return
+        end = time.monotonic()
+        self.executions += 1
+        for job in jobs:
+            job.finished_at = end
+            job.batch_size = rows
+        if self.observer is not None:
+            self.observer(jobs, end - start)
+        _deliver(jobs, outputs)
+
+
+def _deadline_error(label: str) -> DeadlineExceededError:
+    return DeadlineExceededError(f"request to {label} exceeded its deadline before it ran")
+
+
+def _expire(job: Job) -> None:
+    job.expired = True
+    if not job.future.done():
+        job.future.set_exception(_deadline_error("the model"))
+
+
+def _deliver(jobs: list[Job], outputs: list[Any]) -> None:
+    loop = jobs[0].loop
+
+    def settle() -> None:
+        for job, out in zip(jobs, outputs):
+            if not job.future.done():
+                job.future.set_result(out)
+
+    if all(j.loop is loop for j in jobs):
+        _call(loop, settle)
+    else:
+        for job, out in zip(jobs, outputs):
+            _call(job.loop, _set_result, job, out)
+
+
+def _resolve(job: Job, exc: BaseException) -> None:
+    _call(job.loop, _set_exception, job, exc)
+
+
+def _set_result(job: Job, value: Any) -> None:
+    if not job.future.done():
+        job.future.set_result(value)
+
+
+def _set_exception(job: Job, exc: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)
+
+
+def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    # RuntimeError: the loop closed (shutdown), so nobody is waiting any more
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def model_message(exc: BaseException) -> str:
+    """The model's own error line, without TorchScript's interpreter traceback."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for marker in ("RuntimeError: ", "Exception: ", "Error: "):
+        tail = [ln for ln in lines if marker in ln]
+        if tail:
+            return tail[-1].split(marker, 1)[1][:500]
+    return lines[-1][:500] if "Traceback" in text else lines[0][:500]

@@ -1,0 +1,49 @@
+"""The ``scriptserve`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.config import Settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server with settings from the environment (flags override)."""
+    import uvicorn
+
+    from app.logs import configure
+    from app.main import create_app
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    settings = Settings(**overrides)
+    configure(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=settings.log_level in {"debug", "trace", "info"},
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scriptserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the HTTP server (settings: SCRIPTSERVE_* env vars)")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Wire format <-> tensors: JSON bodies decoded with orjson + numpy, no per-element loops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+
+from app.errors import BadRequestError, InputError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+_NUMPY_FOR = {
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+    "bfloat16": np.float32,  # numpy has no bfloat16: parse as float32, convert in torch
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+}
+_TENSOR_KEYS = {"data", "shape", "dtype"}
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body, or raise a 400 saying why not."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+
+
+def is_tensor_object(value: Any) -> bool:
+    """True for the explicit form ``{"data": [...], "shape": [...], "dtype": "..."}``."""
+    return isinstance(value, dict) and "data" in value and set(value) <= _TENSOR_KEYS
+
+
+def to_tensor(value: Any, name: str) -> torch.Tensor:
+    """Decode one input (nested list, number, or explicit tensor object) to a CPU tensor."""
+    dtype_name: str | None = None
+    shape = None
+    data = value
+    if isinstance(value, dict):
+        if not is_tensor_object(value):
+            raise InputError(
+                f"input {name!r}: expected a nested list or "
+                '{"data": [...], "shape": [...], "dtype": "..."}, '
+                f"got an object with keys {sorted(value)[:8]}"
+            )
+        data = value["data"]
+        dtype_name = value.get("dtype")
+        shape = value.get("shape")
+        if dtype_name is not None and dtype_name not in DTYPES:
+            raise InputError(
+                f"input {name!r}: unknown dtype {dtype_name!r}; expected one of {sorted(DTYPES)}"
+            )
+    if isinstance(data, (str, bytes)) or data is None:
+        raise InputError(f"input {name!r}: expected numbers, got {type(data).__name__}")
+    try:
+        if dtype_name is None:
+            array = np.asarray(data)
+            if array.dtype == np.float64:
+                array = array.astype(np.float32)
+            elif array.dtype.kind not in "iufb":
+                raise ValueError(f"non-numeric values (numpy dtype {array.dtype})")
+        else:
+            array = np.asarray(data, dtype=_NUMPY_FOR[dtype_name])
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(
+            f"input {name!r}: not a rectangular numeric array ({_short(exc)})"
+        ) from None
+    if shape is not None:
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= -1 for d in shape
+        ):
+            raise InputError(f"input {name!r}: shape must be a list of non-negative integers")
+        try:
+            array = array.reshape(shape)
+        except ValueError:
+            raise InputError(
+                f"input {name!r}: {array.size} values do not fit shape {shape}"
+            ) from None
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype_name == "bfloat16":
+        tensor = tensor.to(torch.bfloat16)
+    return tensor
+
+
+def decode_inputs(payload: Any, arg_names: Sequence[str], required: int) -> list[torch.Tensor]:
+    """Turn ``{"inputs": X}`` into positional tensors for a forward with ``arg_names``."""
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise BadRequestError('request body must be a JSON object {"inputs": ...}')
+    inputs = payload["inputs"]
+    n = len(arg_names)
+    if n == 1 and not (isinstance(inputs, dict) and set(inputs) == {arg_names[0]}):
+        return [to_tensor(inputs, arg_names[0])]
+    if isinstance(inputs, dict) and not is_tensor_object(inputs):
+        unknown = sorted(set(inputs) - set(arg_names))
+        if unknown:
+            raise InputError(f"unknown inputs {unknown}; the model's inputs are {list(arg_names)}")
+        missing = [a for a in arg_names[:required] if a not in inputs]
+        if missing:
+            raise InputError(f"missing inputs {missing}; the model's inputs are {list(arg_names)}")
+        given = [a for a in arg_names if a in inputs]
+        if given != list(arg_names[: len(given)]):
+            raise InputError(
+                f"inputs {given} leave a gap: optional inputs can be left out only at the end"
+            )
+        return [to_tensor(inputs[a], a) for a in given]
+    if isinstance(inputs, list) and n > 1:
+        if not required <= len(inputs) <= n:
+            expected = str(n) if required == n else f"{required} to {n}"
+            raise InputError(
+                f"expected {expected} inputs {list(arg_names)}, got a list of {len(inputs)}"
+            )
+        return [to_tensor(v, arg_names[i]) for i, v in enumerate(inputs)]
+    if n == 0:
+        raise InputError("this model's forward takes no inputs")
+    raise InputError(
+        f"this model takes {n} inputs {list(arg_names)}: send a list in that order "
+        "or an object keyed by input name"
+    )
+
+
+def to_wire(value: Any) -> Any:
+    """Make a model output JSON-ready (numpy arrays for tensors), keeping its structure."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype in (torch.float16, torch.bfloat16):
+            value = value.float()
+        if value.is_complex():
+            raise InputError("the model returned a complex tensor, which JSON cannot carry")
+        return np.ascontiguousarray(value.detach().cpu().numpy())
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    return value
+
+
+def dump_json(content: Any) -> bytes:
+    """Serialise a response with numpy arrays inline."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,90 @@
+"""One exception family; each class fixes its HTTP status and error code."""
+
+from __future__ import annotations
+
+
+class ScriptServeError(Exception):
+    """Base of every error the API reports to a client."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequestError(ScriptServeError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidArchiveError(BadRequestError):
+    code = "invalid_archive"
+
+
+class UnauthorizedError(ScriptServeError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid bearer token") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFoundError(ScriptServeError):
+    status_code = 404
+    code = "not_found"
+
+
+class ConflictError(ScriptServeError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLargeError(ScriptServeError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ScriptServeError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InputError(ScriptServeError):
+    """The request is well formed but does not fit the model (arity, rank, dtype)."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class ModelExecutionError(InputError):
+    """The model raised while running this request's input."""
+
+    code = "model_error"
+
+
+class ModelLoadError(ScriptServeError):
+    """An archive could not be loaded (at upload: the client's fault)."""
+
+    status_code = 422
+    code = "model_load_failed"
+
+
+class OverloadedError(ScriptServeError):
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReadyError(ScriptServeError):
+    status_code = 503
+    code = "not_ready"
+
+
+class DeadlineExceededError(ScriptServeError):
+    status_code = 504
+    code = "deadline_exceeded"

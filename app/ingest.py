@@ -1,0 +1,105 @@
+"""Turning an upload form into a committed, serving model version."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from app.archive import require_torchscript
+from app.batching import BatchPolicy
+from app.errors import BadRequestError
+from app.registry import ModelVersion, Registry
+from app.store import ARCHIVE_FILE, validate_name
+from app.upload import UploadForm
+
+FILE_FIELDS = frozenset({"file"})
+FORM_FIELDS = {
+    "name": "model name: ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    "version": "integer version; default: one more than the highest",
+    "device": "auto, cpu, cuda or cuda:N; default: the server's SCRIPTSERVE_DEVICE",
+    "max_batch_size": "most samples in one forward pass; default: SCRIPTSERVE_MAX_BATCH_SIZE",
+    "max_batch_delay_ms": "how long a batch may wait to fill; default: SCRIPTSERVE_MAX_BATCH_DELAY_MS",
+    "batching": "auto (probe batch safety), on, or off",
+    "workers": "inference threads for this model",
+}
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    name: str
+    version: int | None
+    device: str | None
+    policy: BatchPolicy
+
+
+def _int_field(fields: dict[str, str], key: str, lo: int, hi: int) -> int | None:
+    raw = fields.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequestError(f"form field {key!r} must be an integer, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise BadRequestError(f"form field {key!r} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def parse_options(form: UploadForm, defaults: BatchPolicy) -> UploadOptions:
+    """Validate the non-file fields of an upload."""
+    unknown = sorted(set(form.fields) - set(FORM_FIELDS))
+    if unknown:
+        raise BadRequestError(f"unknown form fields {unknown}; expected {sorted(FORM_FIELDS)}")
+    if "name" not in form.fields:
+        raise BadRequestError("form field 'name' is required")
+    name = validate_name(form.fields["name"].strip())
+    delay_raw = form.fields.get("max_batch_delay_ms", "").strip()
+    delay = defaults.max_batch_delay_ms
+    if delay_raw:
+        try:
+            delay = float(delay_raw)
+        except ValueError:
+            raise BadRequestError("form field 'max_batch_delay_ms' must be a number") from None
+        if not 0 <= delay <= 10_000:
+            raise BadRequestError("form field 'max_batch_delay_ms' must be between 0 and 10000")
+    mode = form.fields.get("batching", "").strip().lower() or defaults.mode
+    if mode not in {"auto", "on", "off"}:
+        raise BadRequestError("form field 'batching' must be auto, on or off")
+    policy = BatchPolicy(
+        max_batch_size=_int_field(form.fields, "max_batch_size", 1, 65536) or defaults.max_batch_size,
+        max_batch_delay_ms=delay,
+        max_queue_size=defaults.max_queue_size,
+        workers=_int_field(form.fields, "workers", 1, 16) or defaults.workers,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    return UploadOptions(
+        name=name,
+        version=_int_field(form.fields, "version", 1, 2**31 - 1),
+        device=form.fields.get("device", "").strip() or None,
+        policy=policy,
+    )
+
+
+
+async def ingest(
+    form: UploadForm, staging: Any, registry: Registry, defaults: BatchPolicy
+) -> ModelVersion:
+    """Check the uploaded archive, load it, commit it and start serving it."""
+    options = parse_options(form, defaults)
+    upload = form.files.get("file")
+    if upload is None or upload.size == 0:
+        raise BadRequestError(
+            "no archive: send the TorchScript archive as form field 'file' "
+            "(curl -F file=@model.torchscript)"
+        )
+    require_torchscript(upload.path)
+    os.replace(upload.path, staging / ARCHIVE_FILE)
+    return await registry.add(
+        options.name,
+        staging,
+        options.version,
+        options.device,
+        options.policy,
+        extra_meta={"source": "archive", "original_filename": upload.filename[:200]},
+    )

@@ -1,0 +1,114 @@
+"""Composition root: ``create_app(settings)`` wires store, registry, routers and lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import code, docs, handlers, health, models, predict
+from app.batching import BatchPolicy
+from app.config import Settings
+from app.examples import scripted_classifier
+from app.middleware import BodyLimitMiddleware
+from app.registry import Registry
+from app.security import load_or_create_admin_token
+from app.store import ARCHIVE_FILE, ModelStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI app; nothing heavy happens until the lifespan starts."""
+    settings = settings or Settings()
+    store = ModelStore(settings.model_store)
+    policy = BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        max_queue_size=settings.max_queue_size,
+    )
+    registry = Registry(store, settings.device, policy)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        await asyncio.to_thread(store.prepare)
+        app.state.admin_token = load_or_create_admin_token(
+            settings.admin_token, settings.admin_token_file
+        )
+        loader = asyncio.create_task(_load(app, registry, store, settings))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            await registry.close()
+
+    app = FastAPI(
+        title="ScriptServe",
+        version=__version__,
+        description="Serve TorchScript models: upload, compile, batch, predict, observe.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.registry = registry
+    app.state.default_policy = policy
+    app.state.ready = False
+    handlers.install(app)
+    docs.install(app)
+    for router in (health.router, models.router, predict.router, code.router):
+        app.include_router(router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exempt=frozenset({("POST", "/models")}),
+    )
+    return app
+
+
+async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: Settings) -> None:
+    """Load the store (and the example model into an empty one), then report ready."""
+    try:
+        await registry.load_store()
+        if settings.install_example and not registry.names():
+            await _install_example(registry, store)
+    except Exception:
+        log.exception("loading the model store failed")
+    if settings.gc_freeze:
+        # Long-lived torch/FastAPI objects make every full collection slow (tail latency):
+        # move them out of the collector's reach and collect young objects less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
+    app.state.ready = True
+    log.info("ready: %d model(s) loaded", len(registry.names()))
+
+
+async def _install_example(registry: Registry, store: ModelStore) -> None:
+    """Install the tutorial's classifier as ``classifier`` so a newcomer can predict at once."""
+    staging = store.new_staging_dir()
+    try:
+        module = await asyncio.to_thread(scripted_classifier)
+        await asyncio.to_thread(module.save, str(staging / ARCHIVE_FILE))
+        await registry.add(
+            "classifier", staging, 1, None, registry.default_policy,
+            extra_meta={"source": "example", "original_filename": "classifier (tutorial)"},
+        )
+        log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")
+    except BaseException:
+        store.discard(staging)
+        raise
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from the environment."""
+    return create_app(Settings())

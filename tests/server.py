@@ -1,0 +1,93 @@
+"""A real ScriptServe process (``scriptserve serve``) on 127.0.0.1 for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """Start, stop, kill and restart a server process on a given store."""
+
+    def __init__(self, store: Path, token: str, **env: str) -> None:
+        self.store = store
+        self.token = token
+        self.port = free_port()
+        self.extra_env = env
+        self.proc: subprocess.Popen | None = None
+        self.log_path = store.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def start(self, wait_ready: bool = True) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTSERVE_")}
+        env.update({
+            "SCRIPTSERVE_MODEL_STORE": str(self.store),
+            "SCRIPTSERVE_HOST": "127.0.0.1",
+            "SCRIPTSERVE_PORT": str(self.port),
+            "SCRIPTSERVE_ADMIN_TOKEN": self.token,
+            "SCRIPTSERVE_DEVICE": "cpu",
+            "SCRIPTSERVE_LOG_LEVEL": "info",
+            "SCRIPTSERVE_INSTALL_EXAMPLE": "false",
+            **self.extra_env,
+        })
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], env=env, stdout=log, stderr=log
+        )
+        if wait_ready:
+            self.wait("/ready")
+
+    def wait(self, path: str = "/health", timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not up: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
