@@ -179,11 +179,15 @@ class Batcher:
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
+                # Requests that queued while this worker was busy show concurrent load: only
+                # then is it worth waiting (up to max_batch_delay_ms) for a fuller batch.
+                # A lone request reaching an idle worker runs at once.
+                under_load = bool(self._queue)
                 while not self._queue and self._accepting:
                     self._cond.wait()
                 if not self._queue:
                     return
-                jobs = self._take()
+                jobs = self._take(may_wait=under_load)
                 self._busy += 1
             try:
                 self._execute(jobs)
@@ -195,7 +199,7 @@ class Batcher:
                 with self._cond:
                     self._busy -= 1
 
-    def _take(self) -> list[Job]:
+    def _take(self, may_wait: bool) -> list[Job]:
         """Pop the next batch: the head job plus compatible queued jobs (lock held)."""
         first = self._queue.popleft()
         if first.rows is None or self.state.enabled is False:
@@ -206,7 +210,7 @@ class Batcher:
         jobs, total = [first], first.rows
         self._gather(jobs, total, limit)
         delay = self.policy.max_batch_delay_ms / 1000.0
-        if delay > 0:
+        if delay > 0 and may_wait:
             until = first.enqueued_at + delay
             while (total := sum(j.rows or 0 for j in jobs)) < limit and self._accepting:
                 remaining = until - time.monotonic()

@@ -126,17 +126,35 @@ def test_a_failing_request_fails_alone():
     assert model.batch_sizes[1] == 3  # tried together first, then one by one
 
 
-def test_delay_waits_for_a_full_batch():
+def test_under_load_the_delay_waits_for_a_full_batch():
     async def go():
         model, batcher = make(max_batch_size=3, max_batch_delay_ms=60_000)
+        first = asyncio.ensure_future(batcher.submit([torch.ones(1, 3)], 120))
+        await asyncio.to_thread(model.entered.wait, 10)
+        queued = asyncio.ensure_future(batcher.submit([torch.ones(1, 3)], 120))
+        while batcher.queue_depth < 1:
+            await asyncio.sleep(0.001)
         model.gate.set()
-        futures = [asyncio.ensure_future(batcher.submit([torch.ones(1, 3)], 120))
-                   for _ in range(3)]
-        await asyncio.wait_for(asyncio.gather(*futures), 60)
+        await first
+        # the worker now holds one queued request and waits for the batch to fill
+        late = [asyncio.ensure_future(batcher.submit([torch.ones(1, 3)], 120)) for _ in range(2)]
+        await asyncio.wait_for(asyncio.gather(queued, *late), 60)
         await batcher.stop()
         return model
 
-    assert run(go()).batch_sizes == [3]
+    assert run(go()).batch_sizes == [1, 3]
+
+
+def test_idle_worker_does_not_wait_for_the_delay():
+    async def go():
+        model, batcher = make(max_batch_size=8, max_batch_delay_ms=600_000)
+        model.gate.set()
+        out = await asyncio.wait_for(batcher.submit([torch.ones(1, 3)], 900), 60)
+        await batcher.stop()
+        return model, out
+
+    model, out = run(go())
+    assert model.batch_sizes == [1] and out[0].shape == (1, 3)
 
 
 def test_full_queue_is_rejected_with_retry_after():

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from app import npy
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.codec import decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
@@ -48,7 +49,9 @@ _PREDICT_SCHEMA = {
                     },
                 },
                 "example": {"inputs": [[0.1, 0.2, 0.3]]},
-            }
+            },
+            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+            "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -69,16 +72,28 @@ _JSON_TYPES = {"application/json", "text/plain", "application/x-www-form-urlenco
 TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request in seconds")
 
 
-async def _predict(mv: ModelVersion, request: Request, timeout_s: float) -> Response:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            f"unsupported content type {content_type!r}; send application/json"
-        )
-    payload = parse_json(await request.body())
+def _decode(content_type: str, body: bytes, mv: ModelVersion, max_bytes: int) -> list:
     signature = mv.model.signature
-    inputs = decode_inputs(payload, signature.names, signature.required)
+    if content_type in _JSON_TYPES or content_type.endswith("+json"):
+        return decode_inputs(parse_json(body), signature.names, signature.required)
+    if content_type == npy.NPY:
+        return npy.decode_npy(body, signature.names)
+    if content_type == npy.NPZ:
+        return npy.decode_npz(body, signature.names, signature.required, max_bytes)
+    raise UnsupportedMediaTypeError(
+        f"unsupported content type {content_type!r}; send application/json, {npy.NPY} or {npy.NPZ}"
+    )
+
+
+async def _predict(mv: ModelVersion, request: Request, timeout_s: float, max_bytes: int) -> Response:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    inputs = _decode(content_type, await request.body(), mv, max_bytes)
     output = await mv.batcher.submit(inputs, timeout_s)
+    accept = request.headers.get("accept", "")
+    if npy.NPY in accept or npy.NPZ in accept:
+        media_type = npy.NPY if npy.NPY in accept else npy.NPZ
+        headers = {"X-Model": mv.name, "X-Model-Version": str(mv.version)}
+        return Response(npy.encode(output, media_type), media_type=media_type, headers=headers)
     body = {"model": mv.name, "version": mv.version, "outputs": to_wire(output)}
     return Response(dump_json(body), media_type="application/json")
 
@@ -94,7 +109,9 @@ async def predict(
     name: str, request: Request, _: ReaderDep, registry: RegistryDep, settings: SettingsDep,
     timeout_s: float | None = TimeoutQuery,
 ) -> Response:
-    return await _predict(registry.get(name), request, timeout_s or settings.request_timeout_s)
+    return await _predict(
+        registry.get(name), request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
+    )
 
 
 @router.post(
@@ -109,4 +126,4 @@ async def predict_version(
     settings: SettingsDep, timeout_s: float | None = TimeoutQuery,
 ) -> Response:
     mv = registry.get(name, version)
-    return await _predict(mv, request, timeout_s or settings.request_timeout_s)
+    return await _predict(mv, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes)
