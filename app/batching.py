@@ -26,7 +26,7 @@ from app.errors import (
     ScriptServeError,
 )
 from app.probe import ProbeResult, probe
-from app.runtime import LoadedModel, SplitError, batch_key, batch_rows, collate, split
+from app.runtime import LoadedModel, batch_key, batch_rows, collate, split
 
 log = logging.getLogger(__name__)
 
@@ -260,23 +260,25 @@ class Batcher:
             else:
                 batched = self.model.forward(collate([j.inputs for j in jobs]))
                 outputs = split(batched, [j.rows or 0 for j in jobs])
-        except torch.cuda.OutOfMemoryError:
-            if len(jobs) > 1:
-                log.warning("%s: out of memory on %d samples; splitting", self.label, rows)
-                torch.cuda.empty_cache()
+        except Exception as exc:
+            if len(jobs) > 1 and is_out_of_memory(exc):
+                # A large batch did not fit on the device: halve it before failing anyone.
+                log.warning("%s: out of memory on %d samples; splitting the batch", self.label, rows)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 half = len(jobs) // 2
                 self._forward_group(jobs[:half])
                 self._forward_group(jobs[half:])
                 return
-            _resolve(jobs[0], ModelExecutionError(
-                f"{self.label} ran out of device memory on this input ({rows} samples)"))
-            return
-        except (SplitError, Exception) as exc:
             if len(jobs) > 1:  # isolate the failure: run each request alone
                 for job in jobs:
                     self._forward_group([job])
                 return
-            _resolve(jobs[0], ModelExecutionError(f"the model raised: {model_message(exc)}"))
+            if is_out_of_memory(exc):
+                message = f"{self.label} ran out of device memory on this input ({rows} samples)"
+            else:
+                message = f"the model raised: {model_message(exc)}"
+            _resolve(jobs[0], ModelExecutionError(message))
             return
         end = time.monotonic()
         self.executions += 1
@@ -331,6 +333,13 @@ def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
     # RuntimeError: the loop closed (shutdown), so nobody is waiting any more
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(fn, *args)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, also when TorchScript's interpreter re-raised it as a plain RuntimeError."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def model_message(exc: BaseException) -> str:

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Served throughput and latency as ratios of the model's own in-process speed.
+
+Starts `scriptserve serve` (from ./.venv) on 127.0.0.1 with a temporary store, uploads each
+reference model, measures the in-process forward rate at batch 1 and at the max batch, then
+drives the server with wrk (Debian package `wrk`) at each concurrency, bounded in time.
+Every figure comes from the same run, so it reads as a fraction of what the model can do on
+this machine right now.
+
+    .venv/bin/python scripts/bench.py --models seed_mlp,deep_mlp --concurrency 1,32 --duration 10
+
+SCRIPTSERVE_* variables in the environment pass through to the server (e.g. to compare
+SCRIPTSERVE_METRICS_ENABLED=false with the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from bench_models import build  # noqa: E402
+
+
+def in_process_rate(module: torch.jit.ScriptModule, features: int, batch: int, device: str) -> float:
+    """Best-of-three samples/s of module(x) for a batch of ``batch`` host rows.
+
+    On CUDA each call includes the host-to-device copy and the copy back, as a server pays.
+    """
+    x = torch.rand(batch, features)
+    module = module.to(device)
+
+    def call() -> None:
+        out = module(x.to(device, non_blocking=True))
+        out.cpu()
+
+    best = 0.0
+    with torch.inference_mode():
+        for _ in range(10):
+            call()
+        for _ in range(3):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 0.7:
+                call()
+                n += 1
+            best = max(best, n * batch / (time.perf_counter() - t0))
+    return best
+
+
+def parse_wrk(text: str) -> dict:
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+    out: dict = {"rps": 0.0}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", text):
+        out["rps"] = float(m.group(1))
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\b", text, re.M)
+        out[f"p{pct}_ms"] = float(m.group(1)) * unit[m.group(2)] if m else None
+    m = re.search(r"non-200 responses: (\d+)", text)
+    out["non_200"] = int(m.group(1)) if m else None
+    m = re.search(r"Socket errors: (.*)", text)
+    out["socket_errors"] = m.group(1).strip() if m else ""
+    return out
+
+
+def wrk(url: str, body_file: Path, conns: int, seconds: int) -> dict:
+    env = dict(os.environ, BODY_FILE=str(body_file), CONTENT_TYPE="application/json")
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+           "-s", str(HERE / "wrk_post.lua"), url]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(res.stdout + res.stderr)
+
+
+def start_server(store: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update({
+        "SCRIPTSERVE_MODEL_STORE": str(store), "SCRIPTSERVE_HOST": "127.0.0.1",
+        "SCRIPTSERVE_PORT": str(port), "SCRIPTSERVE_ADMIN_TOKEN": "bench",
+        "SCRIPTSERVE_MAX_BATCH_SIZE": str(args.max_batch),
+        "SCRIPTSERVE_MAX_BATCH_DELAY_MS": str(args.max_delay_ms),
+        "SCRIPTSERVE_LOG_LEVEL": env.get("SCRIPTSERVE_LOG_LEVEL", "warning"),
+        "SCRIPTSERVE_INSTALL_EXAMPLE": "false",
+        "SCRIPTSERVE_DEVICE": args.device,
+    })
+    exe = ROOT / ".venv" / "bin" / "scriptserve"
+    with open(store / "server.log", "wb") as log:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen([str(exe), "serve"], env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {(store / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    raise SystemExit("server did not become ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
+    module, features = build(name)
+    archive = tmp / f"{name}.torchscript"
+    module.save(str(archive))  # saved from the CPU copy; the server places it on --device
+    limit1 = in_process_rate(module, features, 1, args.device)
+    limit_b = in_process_rate(module, features, args.max_batch, args.device)
+    store = tmp / f"store-{name}"
+    store.mkdir()
+    port = args.port
+    proc = start_server(store, port, args)
+    result: dict = {"model": name, "limit@1": limit1, f"limit@{args.max_batch}": limit_b, "runs": {}}
+    try:
+        with open(archive, "rb") as fh:
+            r = httpx.post(f"http://127.0.0.1:{port}/models", headers={"Authorization": "Bearer bench"},
+                           data={"name": name}, files={"file": fh}, timeout=120)
+        r.raise_for_status()
+        url = f"http://127.0.0.1:{port}/models/{name}/predict"
+        row = [round(random.uniform(-1, 1), 6) for _ in range(features)]
+        body_file = tmp / f"{name}.json"
+        body_file.write_text(json.dumps({"inputs": [row]}))
+        wrk(url, body_file, max(args.concurrency), 3)  # warm-up
+        for conns in args.concurrency:
+            result["runs"][conns] = wrk(url, body_file, conns, args.duration)
+        result["limit_after@1"] = in_process_rate(module, features, 1, args.device)
+    finally:
+        stop(proc)
+    return result
+
+
+def report(results: list[dict], max_batch: int) -> None:
+    head = f"{'model':<14}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
+           f"{'vs limit@1':>12}{f'vs limit@{max_batch}':>13}{'non-200':>9}"
+    print(head)
+    print("-" * len(head))
+    for res in results:
+        for conns, run in res["runs"].items():
+            def fmt(v):
+                return f"{v:9.2f}" if v is not None else f"{'-':>9}"
+            print(f"{res['model']:<14}{conns:>5}{run['rps']:>10.0f}{fmt(run['p50_ms'])}{fmt(run['p90_ms'])}"
+                  f"{fmt(run['p99_ms'])}{run['rps'] / res['limit@1']:>12.2f}"
+                  f"{run['rps'] / res[f'limit@{max_batch}']:>13.2f}{run['non_200'] or 0:>9}")
+        print(f"{'':<14}in-process: batch 1 {res['limit@1']:.0f} samples/s "
+              f"({1e3 / res['limit@1']:.3f} ms/forward; {res['limit_after@1']:.0f} after), "
+              f"batch {max_batch} {res[f'limit@{max_batch}']:.0f} samples/s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="seed_mlp,deep_mlp")
+    ap.add_argument("--concurrency", default="1,32")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-delay-ms", type=float, default=0.0)
+    ap.add_argument("--port", type=int, default=18600)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (server and in-process limit)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    with tempfile.TemporaryDirectory(prefix="scriptserve-bench-") as tmp:
+        results = [bench_model(m, args, Path(tmp)) for m in args.models.split(",")]
+    report(results, args.max_batch)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
