@@ -16,6 +16,7 @@ from app.api import code, docs, handlers, health, models, predict
 from app.batching import BatchPolicy
 from app.config import Settings
 from app.examples import scripted_classifier
+from app.fastpath import PredictFastPath
 from app.middleware import BodyLimitMiddleware
 from app.registry import Registry
 from app.security import load_or_create_admin_token
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         exempt=frozenset({("POST", "/models")}),
     )
+    app.add_middleware(PredictFastPath, state=app.state)  # outermost: predictions skip the rest
     return app
 
 

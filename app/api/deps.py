@@ -1,4 +1,8 @@
-"""Collaborators for routes, read from ``app.state`` (set by ``create_app``)."""
+"""Collaborators for routes, read from ``app.state`` (set by ``create_app``).
+
+All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, a thread
+hop per dependency per request on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +16,24 @@ from app.security import check_token
 from app.store import ModelStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """Management calls need the admin token."""
     check_token(request.headers.get("authorization"), request.app.state.admin_token)
 
 
-def require_reader(request: Request) -> None:
+async def require_reader(request: Request) -> None:
     """Predict, code and listing are open unless an inference token is configured."""
     token = request.app.state.settings.inference_token
     if token:

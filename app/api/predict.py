@@ -1,4 +1,9 @@
-"""Predictions: decode, enqueue on the version's batcher, encode."""
+"""Predictions: the documented routes.
+
+On a running app, ``app.fastpath.PredictFastPath`` answers these paths before FastAPI's
+routing and dependency solving (a large share of per-request CPU); both call
+``app.prediction.predict``, so behaviour is the same either way.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app import npy
+from app import prediction
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
-from app.codec import decode_inputs, dump_json, parse_json, to_wire
-from app.errors import UnsupportedMediaTypeError
 from app.registry import ModelVersion
 
 router = APIRouter(tags=["predict"])
@@ -67,35 +70,19 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "queue full (Retry-After) or model not ready"},
     504: {"description": "deadline exceeded"},
 }
-# curl -d sends form-urlencoded by default; the body is still JSON, so take it.
-_JSON_TYPES = {"application/json", "text/plain", "application/x-www-form-urlencoded", ""}
 TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request in seconds")
 
 
-def _decode(content_type: str, body: bytes, mv: ModelVersion, max_bytes: int) -> list:
-    signature = mv.model.signature
-    if content_type in _JSON_TYPES or content_type.endswith("+json"):
-        return decode_inputs(parse_json(body), signature.names, signature.required)
-    if content_type == npy.NPY:
-        return npy.decode_npy(body, signature.names)
-    if content_type == npy.NPZ:
-        return npy.decode_npz(body, signature.names, signature.required, max_bytes)
-    raise UnsupportedMediaTypeError(
-        f"unsupported content type {content_type!r}; send application/json, {npy.NPY} or {npy.NPZ}"
-    )
-
-
 async def _predict(mv: ModelVersion, request: Request, timeout_s: float, max_bytes: int) -> Response:
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    inputs = _decode(content_type, await request.body(), mv, max_bytes)
-    output = await mv.batcher.submit(inputs, timeout_s)
-    accept = request.headers.get("accept", "")
-    if npy.NPY in accept or npy.NPZ in accept:
-        media_type = npy.NPY if npy.NPY in accept else npy.NPZ
-        headers = {"X-Model": mv.name, "X-Model-Version": str(mv.version)}
-        return Response(npy.encode(output, media_type), media_type=media_type, headers=headers)
-    body = {"model": mv.name, "version": mv.version, "outputs": to_wire(output)}
-    return Response(dump_json(body), media_type="application/json")
+    result = await prediction.predict(
+        mv,
+        request.headers.get("content-type", "application/json"),
+        request.headers.get("accept", ""),
+        await request.body(),
+        timeout_s,
+        max_bytes,
+    )
+    return Response(result.body, media_type=result.media_type, headers=result.headers)
 
 
 @router.post(

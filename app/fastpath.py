@@ -1,0 +1,123 @@
+"""Pure ASGI fast path for ``POST /models/{name}[/versions/{v}]/predict``.
+
+Predictions are the hot path: FastAPI's routing, dependency solving and response classes
+cost more CPU per request than decoding, batching and encoding together (py-spy, 2 cores).
+This layer answers prediction paths directly with the same core (``app.prediction``), the
+same auth, limits and error bodies, and passes everything else to the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from urllib.parse import parse_qs
+
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import prediction
+from app.codec import dump_json
+from app.errors import InputError, PayloadTooLargeError, ScriptServeError
+from app.security import check_token
+
+log = logging.getLogger(__name__)
+
+PREDICT_PATH = re.compile(r"^/models/([^/]+)/(?:versions/([^/]+)/)?predict$")
+_JSON = b"application/json"
+
+
+class _InvalidRequest(InputError):
+    code = "invalid_request"
+
+
+class PredictFastPath:
+    """Serve prediction requests without the framework's per-request machinery."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        match = PREDICT_PATH.match(scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, media_type, body, extra = 200, *await self._predict(scope, receive, match)
+        except ScriptServeError as exc:
+            status, media_type, extra = exc.status_code, _JSON, exc.headers
+            body = dump_json({"error": {"code": exc.code, "message": exc.message}})
+        except Exception:
+            log.exception("unhandled error on POST %s", scope["path"])
+            status, media_type, extra = 500, _JSON, {}
+            body = b'{"error":{"code":"internal_error","message":"internal server error"}}'
+        headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, match: re.Match[str]
+    ) -> tuple[bytes, bytes, dict[str, str]]:
+        state = self.state
+        settings = state.settings
+        headers = dict(scope["headers"])
+        if settings.inference_token:
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            check_token(auth, settings.inference_token, state.admin_token)
+        name, version_text = match.group(1), match.group(2)
+        version = None
+        if version_text is not None:
+            if not version_text.isdigit():
+                raise _InvalidRequest(f"version: must be an integer, got {version_text[:20]!r}")
+            version = int(version_text)
+        timeout_s = _timeout(scope, settings.request_timeout_s)
+        mv = state.registry.get(name, version)
+        body = await _read_body(receive, headers, settings.max_body_bytes)
+        result = await prediction.predict(
+            mv,
+            headers.get(b"content-type", b"application/json").decode("latin-1"),
+            headers.get(b"accept", b"").decode("latin-1"),
+            body,
+            timeout_s,
+            settings.max_body_bytes,
+        )
+        return result.media_type.encode(), result.body, result.headers
+
+
+def _timeout(scope: Scope, default: float) -> float:
+    query = scope.get("query_string", b"")
+    if not query:
+        return default
+    values = parse_qs(query.decode("latin-1")).get("timeout_s")
+    if not values:
+        return default
+    try:
+        value = float(values[-1])
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise _InvalidRequest("timeout_s: must be a number of seconds in (0, 3600]")
+    return value
+
+
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body of {int(declared)} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _InvalidRequest("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
