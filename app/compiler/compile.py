@@ -34,7 +34,17 @@ def quiet_jit_deprecation() -> None:
 
 
 def compile_eager(spec: CompileSpec, workdir: Path, output: Path, redact: Redactor) -> dict:
-    """Compile ``spec`` to a verified TorchScript archive at ``output``; return the report."""
+    """Compile ``spec`` to a verified TorchScript archive at ``output``; return the report.
+
+    Raises CompileFailure, its message passed through ``redact`` (no server paths).
+    """
+    try:
+        return _compile_eager(spec, workdir, output, redact)
+    except CompileFailure as exc:
+        raise CompileFailure(exc.reason, redact(exc.message)) from None
+
+
+def _compile_eager(spec: CompileSpec, workdir: Path, output: Path, redact: Redactor) -> dict:
     started = time.monotonic()
     quiet_jit_deprecation()
     torch.manual_seed(0)  # architectures without weights get reproducible parameters
