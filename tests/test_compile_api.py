@@ -126,6 +126,7 @@ def test_auto_falls_back_to_trace_when_script_fails(client, tmp_path):
     report = r.json()["compile"]
     assert report["method"] == "trace" and "fell back to torch.jit.trace" in report["why"]
     assert 'File "unscriptable.py", line 11' in report["script_error"]
+    assert predict(client, "u", torch.ones(3, 4)).shape == (3, 2)  # a traced module serves too
 
 
 def test_script_failure_is_422_with_the_source_line(client, tmp_path):

@@ -86,7 +86,7 @@ def divergence_message(method: str, failures: list[CheckResult], notes: list[Tra
     diff = "an error" if worst.max_abs_diff is None else f"max abs diff {worst.max_abs_diff:.4g}"
     parts = [
         f"the {method}d module does not match the eager model: on input '{worst.input}' it "
-        f"differs by {diff}" + (f" ({worst.note})" if worst.note else "") + "."
+        f"differs by {diff}" + (f" ({worst.note})" if worst.note not in (None, "at output") else "") + "."
     ]
     if len(failures) > 1:
         others = ", ".join(f"'{f.input}'" for f in failures[1:4])
