@@ -97,3 +97,25 @@ def test_architecture_names():
     assert resolve_architecture("mypkg.nets:ResNet", ["mypkg.nets:ResNet"]) == "mypkg.nets:ResNet"
     with pytest.raises(SpecError, match="available"):
         resolve_architecture("os:system", [])
+
+
+def test_plain_pickle_of_a_module_is_refused(tmp_path):
+    import pickle
+
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps(torch.nn.Linear(2, 2), protocol=2))
+    info = inspect_weights(path)
+    assert info.format == "pickle" and info.is_module
+    assert "torch.nn.modules.linear.Linear" in info.unsafe_globals
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_every_pickle_protocol_is_read_from_opcodes(tmp_path, protocol):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    weights, whole = tmp_path / "sd.pt", tmp_path / "whole.pt"
+    torch.save(model.state_dict(), weights, pickle_protocol=protocol)
+    torch.save(model, whole, pickle_protocol=protocol)
+    assert inspect_weights(weights).format == "state_dict"
+    info = inspect_weights(whole)
+    assert info.format == "pickle" and info.is_module
+    assert "torch.nn.modules.container.Sequential" in info.unsafe_globals

@@ -132,6 +132,10 @@ def _pickle_globals(stream: Any, count: int) -> list[str]:
     found: list[str] = []
     try:
         for _ in range(count):
+            mark = stream.tell()
+            if not stream.read(1):  # a plain pickle holds one object, torch's legacy format four
+                break
+            stream.seek(mark)
             strings: list[str] = []  # recent string constants, for STACK_GLOBAL
             memo: dict[int, Any] = {}
             for op, arg, _pos in pickletools.genops(stream):

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.compiler.forms import BUILTIN_EXAMPLES, inspect_weights, resolve_architecture
+from app.compiler.forms import (
+    BUILTIN_ARCHITECTURES,
+    BUILTIN_EXAMPLES,
+    inspect_weights,
+    resolve_architecture,
+)
 from app.compiler.report import Redactor
 from app.compiler.spec import (
     CompileSpec,
@@ -144,8 +149,6 @@ class Compiler:
 
     def architectures(self) -> list[str]:
         """Names an upload may give as 'architecture'."""
-        from app.compiler.forms import BUILTIN_ARCHITECTURES
-
         return sorted({*BUILTIN_ARCHITECTURES, *self.settings.architectures})
 
     async def compile(self, plan: CompilePlan, output: Path) -> dict[str, Any]:
