@@ -98,6 +98,17 @@ SOURCES = {
                 super().__init__()
                 self.buffer = torch.ones(25 * 1024**3)  # 100 GB of float32
     """,
+    "segfault": """
+        import ctypes
+
+        from torch import nn
+
+
+        class Crash(nn.Module):
+            def __init__(self):
+                super().__init__()
+                ctypes.string_at(0)
+    """,
     "token_search": """
         import os
         from torch import nn

@@ -141,6 +141,18 @@ def test_script_failure_is_422_with_the_source_line(client, tmp_path):
     assert "odd = [i for i in range(4) if i % 2]" in error["message"]
 
 
+def test_a_crashing_source_is_422_and_the_server_keeps_serving(client, tmp_path, archives):
+    assert upload(client, "clf", archives["classifier"]).status_code == 201
+    r = upload_eager(client, "crash", {"source": write_source(tmp_path, "segfault")},
+                     entrypoint="Crash", example_inputs=X8)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == {
+        "code": "compile_crashed",
+        "message": "the compile process crashed: the task was killed by signal SIGSEGV",
+    }
+    predict(client, "clf", torch.randn(1, 320))
+
+
 def test_configured_architecture_with_init_kwargs_and_optimize(client, tmp_path):
     torch.manual_seed(0)
     eager = torch.nn.Linear(4, 2).eval()

@@ -168,7 +168,7 @@ class Compiler:
         return report
 
     def _explain(self, exc: IsolationError) -> str:
-        limits, message = self.limits, Redactor()(exc.message)
+        limits, message = self.limits, Redactor()(str(exc.message))  # the child wrote it: a str?
         if exc.reason == "timeout":
             return (f"the compile process ran longer than {limits.wall_seconds:g} s and was killed "
                     "(SCRIPTSERVE_COMPILE_TIMEOUT_S); does the model's code loop forever? "
