@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.compiler import cli as compile_cli
 from app.config import Settings
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.set_defaults(func=serve)
+    compile_cli.register(sub)
     return parser
 
 

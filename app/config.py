@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class Settings(BaseSettings):
@@ -50,6 +53,37 @@ class Settings(BaseSettings):
     """Install the tutorial's classifier as ``classifier`` when the store is empty."""
     gc_freeze: bool = True
     """Freeze long-lived objects out of the cyclic GC after start-up (cuts tail latency)."""
+
+    # compiling eager models (app/compiler; docs/compile.md) ------------------------------
+    architectures: list[str] = Field(default_factory=list)
+    """Architectures that ``weights`` uploads may name, as import paths ``package.module:Name``
+    of an ``nn.Module`` class or factory (a JSON list in the environment, e.g.
+    ``'["mypkg.nets:ResNet"]'``). The tutorial's ``Classification`` and ``InputConfirm`` are
+    always available."""
+    allow_source_uploads: bool = True
+    """Accept ``source`` uploads (a .py file with the model's code). They run uploaded code in
+    the compile process; switch off where admins should not run code on this machine."""
+    trust_pickled_modules: bool = False
+    """Unpickle whole pickled modules (``torch.save(model)``) and non-tensor checkpoints in the
+    compile process. Unpickling runs arbitrary code: leave off unless every admin is trusted."""
+    compile_memory_bytes: int = Field(4 * 1024**3, ge=512 * 1024**2)
+    """Address-space limit of one compile process (RLIMIT_AS), in bytes."""
+    compile_cpu_s: int = Field(300, ge=1)
+    """CPU-time limit of one compile process (RLIMIT_CPU), in seconds."""
+    compile_timeout_s: float = Field(600.0, gt=0)
+    """Wall-clock limit of one compile process; past it the process group is killed."""
+    compile_threads: int = Field(1, ge=1, le=64)
+    """Intra-op threads of a compile process."""
+    max_concurrent_compiles: int = Field(1, ge=1, le=64)
+    """Compile processes running at once; further eager uploads wait for a free slot."""
+
+    @field_validator("architectures")
+    @classmethod
+    def _import_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not _IMPORT_PATH.match(path):
+                raise ValueError(f"architecture {path!r} is not an import path like 'pkg.module:Name'")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -32,6 +32,13 @@ class UnauthorizedError(ScriptServeError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class ForbiddenError(ScriptServeError):
+    """Authenticated, but this server does not allow the operation (e.g. source uploads off)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFoundError(ScriptServeError):
     status_code = 404
     code = "not_found"
@@ -70,6 +77,28 @@ class ModelLoadError(ScriptServeError):
 
     status_code = 422
     code = "model_load_failed"
+
+
+class CompileError(ScriptServeError):
+    """An eager model could not be compiled to TorchScript (the upload's fault).
+
+    The code names the reason, ``compile_<reason>`` (e.g. ``compile_trace_diverged``,
+    ``compile_timeout``); unknown reasons report as ``compile_failed``.
+    """
+
+    status_code = 422
+    code = "compile_failed"
+    REASONS = frozenset({
+        "trace_diverged", "script_diverged", "script_failed", "trace_failed", "round_trip_failed",
+        "pickled_module", "bad_weights", "weights_mismatch", "bad_architecture", "bad_entrypoint",
+        "bad_examples", "source_error", "timeout", "cpu_limit", "memory_limit", "crashed",
+    })
+
+    def __init__(self, message: str, reason: str = "failed") -> None:
+        super().__init__(message)
+        self.reason = reason if reason in self.REASONS else "failed"
+        if self.reason != "failed":
+            self.code = f"compile_{self.reason}"
 
 
 class OverloadedError(ScriptServeError):

@@ -8,12 +8,14 @@ from typing import Any
 
 from app.archive import require_torchscript
 from app.batching import BatchPolicy
-from app.errors import BadRequestError
+from app.compiler import service as compiler_service
+from app.compiler.service import Compiler
+from app.errors import BadRequestError, ConflictError
 from app.registry import ModelVersion, Registry
 from app.store import ARCHIVE_FILE, validate_name
 from app.upload import UploadForm
 
-FILE_FIELDS = frozenset({"file"})
+FILE_FIELDS = frozenset({"file"}) | compiler_service.FILE_FIELDS
 FORM_FIELDS = {
     "name": "model name: ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
     "version": "integer version; default: one more than the highest",
@@ -22,6 +24,7 @@ FORM_FIELDS = {
     "max_batch_delay_ms": "how long a batch may wait to fill; default: SCRIPTSERVE_MAX_BATCH_DELAY_MS",
     "batching": "auto (probe batch safety), on, or off",
     "workers": "inference threads for this model",
+    **compiler_service.FORM_FIELDS,
 }
 
 
@@ -81,12 +84,30 @@ def parse_options(form: UploadForm, defaults: BatchPolicy) -> UploadOptions:
     )
 
 
-
 async def ingest(
-    form: UploadForm, staging: Any, registry: Registry, defaults: BatchPolicy
+    form: UploadForm,
+    staging: Any,
+    registry: Registry,
+    defaults: BatchPolicy,
+    compiler: Compiler | None = None,
 ) -> ModelVersion:
-    """Check the uploaded archive, load it, commit it and start serving it."""
+    """Check the uploaded archive (or compile the eager model), load, commit and serve it."""
     options = parse_options(form, defaults)
+    if Compiler.wants(form):
+        if "file" in form.files:
+            raise BadRequestError(
+                "send either a TorchScript archive as 'file' or an eager model as "
+                "'weights' / 'source', not both"
+            )
+        if compiler is None:
+            raise BadRequestError("this server does not compile eager models; upload a TorchScript archive")
+        return await _ingest_eager(form, staging, registry, options, compiler)
+    eager_only = sorted(set(form.fields) & set(compiler_service.FORM_FIELDS))
+    if eager_only:
+        raise BadRequestError(
+            f"form fields {eager_only} apply to eager uploads ('weights' / 'source'), "
+            "not to a TorchScript archive"
+        )
     upload = form.files.get("file")
     if upload is None or upload.size == 0:
         raise BadRequestError(
@@ -102,4 +123,32 @@ async def ingest(
         options.device,
         options.policy,
         extra_meta={"source": "archive", "original_filename": upload.filename[:200]},
+    )
+
+
+async def _ingest_eager(
+    form: UploadForm, staging: Any, registry: Registry, options: UploadOptions, compiler: Compiler
+) -> ModelVersion:
+    """Compile weights / source to ``staging/model.torchscript`` in an isolated process, then add it."""
+    plan = compiler.plan(form)
+    if options.version is not None and options.version in registry.store.versions(options.name):
+        # before spending a compile: the same 409 that Registry.add would give
+        raise ConflictError(f"model {options.name!r} version {options.version} already exists")
+    report = await compiler.compile(plan, staging / ARCHIVE_FILE)
+    for upload in form.files.values():  # only the compiled archive is kept
+        upload.path.unlink(missing_ok=True)
+    require_torchscript(staging / ARCHIVE_FILE)
+    warnings = report.pop("warnings", [])
+    return await registry.add(
+        options.name,
+        staging,
+        options.version,
+        options.device,
+        options.policy,
+        extra_meta={
+            "source": "compiled",
+            "original_filename": plan.original_filename,
+            "compile": report,
+            "warnings": warnings,
+        },
     )

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from typing import Any
 
 RESULT_FILE = "result.json"
 PAYLOAD_FILE = "payload.json"
-_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# PYTHONPATH: so the child imports the same code as the server (operators' architectures)
+_KEEP_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,18 @@ def _limit(limits: Limits) -> None:  # runs in the child between fork and exec
 
 
 def run_isolated(
-    task: str, payload: dict[str, Any], limits: Limits, files: dict[str, Path] | None = None
+    task: str,
+    payload: dict[str, Any],
+    limits: Limits,
+    files: dict[str, Path] | None = None,
+    outputs: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Run ``task`` in a child process; return its JSON result or raise IsolationError.
 
     ``files`` are copied (hard-linked where possible) into the child's working directory under
-    the given names; the child sees only that directory's paths in its payload.
+    the given names; the child sees only that directory's paths in its payload. After a
+    successful run, each regular file named in ``outputs`` is moved from the working directory
+    to the given path (a missing one is an error).
     """
     with tempfile.TemporaryDirectory(prefix="scriptserve-task-") as tmp:
         workdir = Path(tmp)
@@ -106,9 +114,18 @@ def run_isolated(
         if result_path.is_file():
             result = json.loads(result_path.read_text())
             if result.get("ok"):
+                _collect(workdir, outputs or {})
                 return result
             raise IsolationError(result.get("reason", "failed"), result.get("message", "failed"))
         raise IsolationError(*_explain(code, log_path.read_text(errors="replace"), limits))
+
+
+def _collect(workdir: Path, outputs: dict[str, Path]) -> None:
+    for name, target in outputs.items():
+        produced = workdir / name
+        if produced.is_symlink() or not produced.is_file():
+            raise IsolationError("no_output", f"the task did not produce {name}")
+        shutil.move(produced, target)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import code, docs, handlers, health, models, predict
 from app.batching import BatchPolicy
+from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.fastpath import PredictFastPath
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.registry = registry
     app.state.default_policy = policy
+    app.state.compiler = Compiler(settings)
     app.state.ready = False
     handlers.install(app)
     docs.install(app)

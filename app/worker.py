@@ -35,6 +35,7 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
 
 TASKS: dict[str, str | Task] = {
     "echo": _echo,
+    "compile": "app.compiler.task:compile_task",
 }
 
 
@@ -68,4 +69,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # Run the importable copy of this module: tasks raise ``app.worker.TaskFailure``, which is
+    # not the class this ``__main__`` copy defines.
+    from app.worker import main as _main
+
+    sys.exit(_main(sys.argv))

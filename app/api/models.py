@@ -22,10 +22,16 @@ _UPLOAD_SCHEMA = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["name", "file"],
+                    "required": ["name"],
                     "properties": {
                         "file": {"type": "string", "format": "binary",
                                  "description": "TorchScript archive (ScriptModule.save)"},
+                        "weights": {"type": "string", "format": "binary",
+                                    "description": "eager weights: a state_dict (torch.save) or "
+                                                   ".safetensors; compiled to TorchScript"},
+                        "source": {"type": "string", "format": "binary",
+                                   "description": "the model's .py source (with 'entrypoint'); "
+                                                  "runs in an isolated compile process"},
                         **{k: {"type": "string", "description": v} for k, v in FORM_FIELDS.items()},
                     },
                 }
@@ -36,10 +42,11 @@ _UPLOAD_SCHEMA = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad form field or not a TorchScript archive"},
     401: {"description": "missing or invalid admin token"},
+    403: {"description": "source uploads are switched off"},
     409: {"description": "version exists"},
     413: {"description": "upload too large"},
     415: {"description": "not multipart/form-data"},
-    422: {"description": "the archive could not be loaded"},
+    422: {"description": "the archive could not be loaded, or the eager model not compiled"},
 }
 
 
@@ -64,7 +71,8 @@ async def upload_model(
     staging = store.new_staging_dir()
     try:
         form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
-        mv = await ingest(form, staging, registry, request.app.state.default_policy)
+        mv = await ingest(form, staging, registry, request.app.state.default_policy,
+                          request.app.state.compiler)
     except BaseException:
         store.discard(staging)
         raise

@@ -1,0 +1,197 @@
+"""Server side of compilation: validate an eager upload, compile it in an isolated process.
+
+Nothing here runs uploaded code or unpickles anything: the form is checked, the weights
+file is classified from its bytes, and the work happens in ``python -m app.worker compile``
+under the limits from the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.compiler.forms import (
+    BUILTIN_ARCHITECTURES,
+    BUILTIN_EXAMPLES,
+    inspect_weights,
+    resolve_architecture,
+)
+from app.compiler.report import Redactor
+from app.compiler.spec import (
+    CompileSpec,
+    SpecError,
+    parse_bool,
+    parse_examples,
+    parse_init_kwargs,
+    parse_method,
+)
+from app.compiler.task import OUTPUT_FILE, SOURCE_FILE, WEIGHTS_FILE
+from app.config import Settings
+from app.errors import BadRequestError, CompileError, ForbiddenError
+from app.isolation import IsolationError, Limits, run_isolated
+from app.upload import UploadedFile, UploadForm
+
+log = logging.getLogger(__name__)
+
+FILE_FIELDS = frozenset({"weights", "source"})
+FORM_FIELDS = {
+    "architecture": "with 'weights': the model class, e.g. Classification, or a configured import path",
+    "entrypoint": "with 'source': the nn.Module class or factory function in the source",
+    "init_kwargs": 'JSON object of keyword arguments for the class or factory, e.g. {"width": 64}',
+    "method": "auto (script, else trace; default), script, or trace",
+    "example_inputs": 'JSON list, one entry per input: [{"shape": [1, 320], "dtype": "float32"}] '
+                      "or nested lists of values",
+    "optimize": "true: freeze + optimize_for_inference, kept only if the outputs match",
+    "accept_divergent_trace": "true: serve a trace that differs from the eager model (with a warning)",
+}
+
+
+@dataclass(frozen=True)
+class CompilePlan:
+    """A validated eager upload: the spec and the files the compile process gets."""
+
+    spec: CompileSpec
+    files: dict[str, Path]
+
+    @property
+    def original_filename(self) -> str:
+        return self.spec.source_name or self.spec.weights_name or ""
+
+
+class Compiler:
+    """Turns eager uploads into TorchScript archives, one isolated process per upload."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = Limits(
+            memory_bytes=settings.compile_memory_bytes,
+            cpu_seconds=settings.compile_cpu_s,
+            wall_seconds=settings.compile_timeout_s,
+            threads=settings.compile_threads,
+        )
+        self._slots = asyncio.Semaphore(settings.max_concurrent_compiles)
+
+    @staticmethod
+    def wants(form: UploadForm) -> bool:
+        """True if the upload is an eager model (weights and/or source)."""
+        return any(name in form.files for name in FILE_FIELDS)
+
+    def plan(self, form: UploadForm) -> CompilePlan:
+        """Validate the eager upload's fields and files (400 / 403 / 422); no code runs."""
+        try:
+            return self._plan(form)
+        except SpecError as exc:
+            raise BadRequestError(str(exc)) from None
+
+    def _plan(self, form: UploadForm) -> CompilePlan:
+        fields = {k: v.strip() for k, v in form.fields.items()}
+        weights, source = _nonempty(form, "weights"), _nonempty(form, "source")
+        architecture, entrypoint = fields.get("architecture", ""), fields.get("entrypoint", "")
+        spec = CompileSpec(
+            form="architecture",
+            method=parse_method(fields.get("method", "")),
+            examples=parse_examples(fields.get("example_inputs", "")),
+            init_kwargs=parse_init_kwargs(fields.get("init_kwargs", "")),
+            optimize=parse_bool(fields.get("optimize", ""), "optimize"),
+            accept_divergent_trace=parse_bool(fields.get("accept_divergent_trace", ""),
+                                              "accept_divergent_trace"),
+        )
+        files: dict[str, Path] = {}
+        if source is not None:
+            if not self.settings.allow_source_uploads:
+                raise ForbiddenError(
+                    "source uploads are switched off on this server (SCRIPTSERVE_ALLOW_SOURCE_UPLOADS); "
+                    "upload weights for a known architecture, or a TorchScript archive as 'file'"
+                )
+            if architecture:
+                raise SpecError("send either 'architecture' (with weights) or 'source', not both")
+            if not entrypoint.isidentifier():
+                raise SpecError(
+                    "'entrypoint' is required with 'source': the name of the nn.Module class or "
+                    "factory function in it, e.g. entrypoint=Classification"
+                )
+            spec.form, spec.entrypoint = "source", entrypoint
+            spec.source_file, spec.source_name = SOURCE_FILE, _display_name(source, "model.py")
+            files[SOURCE_FILE] = source.path
+        elif entrypoint:
+            raise SpecError("'entrypoint' names a class in the uploaded 'source'; send the source too")
+        elif weights is None:
+            raise SpecError("an eager upload needs 'weights' (with 'architecture') or 'source'")
+        if weights is not None:
+            info = inspect_weights(weights.path)
+            if info.format == "pickle" and not self.settings.trust_pickled_modules:
+                raise CompileError(info.refusal(), reason="pickled_module")
+            spec.weights_file, spec.weights_format = WEIGHTS_FILE, info.format
+            spec.weights_name = _display_name(weights, "weights")
+            files[WEIGHTS_FILE] = weights.path
+            if spec.form != "source" and not architecture:
+                if info.format != "pickle":
+                    raise SpecError(
+                        "a state_dict needs the model it belongs to: send 'architecture' (one of "
+                        f"{self.architectures()}) or the model's 'source' with 'entrypoint'"
+                    )
+                spec.form = "pickled_module"
+        if spec.form == "architecture":
+            spec.architecture = resolve_architecture(architecture, self.settings.architectures)
+        if spec.form == "pickled_module" and spec.init_kwargs:
+            raise SpecError("'init_kwargs' apply to 'architecture' or 'source', not to a pickled module")
+        if not spec.examples:
+            spec.examples = list(BUILTIN_EXAMPLES.get(spec.architecture or "", []))
+        if not spec.examples:
+            raise SpecError(
+                "'example_inputs' is required: the compiled module is checked against the eager "
+                'one on them, e.g. example_inputs=[{"shape": [1, 320], "dtype": "float32"}]'
+            )
+        return CompilePlan(spec, files)
+
+    def architectures(self) -> list[str]:
+        """Names an upload may give as 'architecture'."""
+        return sorted({*BUILTIN_ARCHITECTURES, *self.settings.architectures})
+
+    async def compile(self, plan: CompilePlan, output: Path) -> dict[str, Any]:
+        """Run the compile process; write ``output``; return the report (422 on failure)."""
+        async with self._slots:
+            try:
+                result = await asyncio.to_thread(
+                    run_isolated, "compile", {"spec": plan.spec.to_payload()}, self.limits,
+                    files=plan.files, outputs={OUTPUT_FILE: output},
+                )
+            except IsolationError as exc:
+                log.info("compile of %s failed: %s", plan.spec.form, exc.reason)
+                raise CompileError(self._explain(exc), reason=exc.reason) from None
+        report = result.get("report")
+        if not isinstance(report, dict):
+            raise CompileError("the compile process returned no report")
+        return report
+
+    def _explain(self, exc: IsolationError) -> str:
+        limits, message = self.limits, Redactor()(str(exc.message))  # the child wrote it: a str?
+        if exc.reason == "timeout":
+            return (f"the compile process ran longer than {limits.wall_seconds:g} s and was killed "
+                    "(SCRIPTSERVE_COMPILE_TIMEOUT_S); does the model's code loop forever? "
+                    "Nothing was stored.")
+        if exc.reason == "cpu_limit":
+            return (f"the compile process used more than {limits.cpu_seconds} s of CPU time and was "
+                    "killed (SCRIPTSERVE_COMPILE_CPU_S); does the model's code loop forever? "
+                    "Nothing was stored.")
+        if exc.reason == "memory_limit":
+            return (f"the compile process exceeded its memory limit of {limits.memory_bytes // 2**20} "
+                    f"MiB (SCRIPTSERVE_COMPILE_MEMORY_BYTES): {message}")
+        if exc.reason == "crashed":
+            return f"the compile process crashed: {message}"
+        return message
+
+
+def _nonempty(form: UploadForm, name: str) -> UploadedFile | None:
+    upload = form.files.get(name)
+    if upload is not None and upload.size == 0:
+        raise SpecError(f"file field {name!r} is empty")
+    return upload
+
+
+def _display_name(upload: UploadedFile, default: str) -> str:
+    name = Path(upload.filename.replace("\\", "/")).name[:100]
+    return name or default
