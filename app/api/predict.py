@@ -80,6 +80,7 @@ async def _predict(mv: ModelVersion, request: Request, timeout_s: float) -> Resp
     inputs = decode_inputs(payload, signature.names, signature.required)
     output = await mv.batcher.submit(inputs, timeout_s)
     body = {"model": mv.name, "version": mv.version, "outputs": to_wire(output)}
+    mv.observed.record(signature.names, inputs, output)  # v2 model metadata
     return Response(dump_json(body), media_type="application/json")
 
 
