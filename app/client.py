@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -31,7 +31,9 @@ from app.clientcalls import (
     drive,
     raise_for_error,
 )
-from app.clienttensor import OutputKind
+
+if TYPE_CHECKING:
+    from app.clienttensor import OutputKind
 
 __all__ = ["ApiError", "AsyncClient", "Client", "ClientError", "ConnectionFailedError", "Progress"]
 

@@ -11,12 +11,13 @@ import re
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import httpx
 import orjson
 
-from app.clienttensor import OutputKind, native_body, native_outputs, v2_body, v2_outputs
+if TYPE_CHECKING:
+    from app.clienttensor import OutputKind
 
 T = TypeVar("T")
 Call = Generator[httpx.Request, httpx.Response, T]
@@ -145,6 +146,8 @@ class Calls:
 
     def predict(self, name: str, inputs: Any, version: int | None, timeout_s: float | None,
                 output: OutputKind) -> Call[Any]:
+        from app.clienttensor import native_body, native_outputs  # torch: only when predicting
+
         path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/predict"
         params = {"timeout_s": timeout_s} if timeout_s else None
         timeout = httpx.Timeout(timeout_s + 10, connect=10.0) if timeout_s else None
@@ -161,6 +164,8 @@ class Calls:
 
     def infer(self, name: str, inputs: Any, version: int | None, binary: bool,
               outputs: list[str] | None, output: OutputKind) -> Call[dict[str, Any]]:
+        from app.clienttensor import v2_body, v2_outputs  # torch: only when inferring
+
         base = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "")
         if not isinstance(inputs, dict):
             if name not in self._first_input:
