@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 OUTPUT_PREFIX = "output"
+SINGLE_OUTPUT = f"{OUTPUT_PREFIX}__0"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,12 @@ class TensorSpec:
     name: str
     dtype: torch.dtype
     shape: tuple[int, ...]
+
+    def covers(self, tensor: torch.Tensor) -> bool:
+        """True if the tensor adds nothing new: same dtype, and every fixed dim equal."""
+        shape = tensor.shape
+        return (tensor.dtype == self.dtype and len(shape) == len(self.shape)
+                and all(a == b or a == -1 for a, b in zip(self.shape, shape)))
 
     def merge(self, dtype: torch.dtype, shape: tuple[int, ...]) -> TensorSpec:
         """This spec widened to cover one more observation."""
@@ -46,7 +53,7 @@ def name_outputs(value: Any, prefix: str | None = None) -> list[tuple[str, Any]]
             named.extend(_leaves(item, part))
         return named
     if prefix is None and not isinstance(value, (list, tuple)):
-        return [(f"{OUTPUT_PREFIX}__0", value)]
+        return [(SINGLE_OUTPUT, value)]
     return _leaves(value, prefix or OUTPUT_PREFIX)
 
 
@@ -73,18 +80,23 @@ class ObservedSignature:
         """Widen the specs with one request's inputs and its output (cheap; never raises)."""
         self.requests += 1
         for name, tensor in zip(names, inputs):
-            self.inputs[name] = self._merge(self.inputs.get(name), name, tensor)
-        leaves = [(n, v) for n, v in name_outputs(output) if isinstance(v, torch.Tensor)]
-        if [s.name for s in self.outputs] != [n for n, _ in leaves]:
+            spec = self.inputs.get(name)
+            if spec is None or not spec.covers(tensor):
+                self.inputs[name] = _widen(spec, name, tensor)
+        if isinstance(output, torch.Tensor):  # the common case, without building names
+            leaves: list[tuple[str, Any]] = [(SINGLE_OUTPUT, output)]
+        else:
+            leaves = [(n, v) for n, v in name_outputs(output) if isinstance(v, torch.Tensor)]
+        outputs = self.outputs
+        if len(outputs) != len(leaves) or any(s.name != n for s, (n, _) in zip(outputs, leaves)):
             self.outputs = [TensorSpec(n, v.dtype, tuple(v.shape)) for n, v in leaves]
             return
-        self.outputs = [self._merge(s, s.name, v) for s, (_, v) in zip(self.outputs, leaves)]
+        for i, (spec, (_, value)) in enumerate(zip(outputs, leaves)):
+            if not spec.covers(value):
+                outputs[i] = _widen(spec, spec.name, value)
 
-    @staticmethod
-    def _merge(spec: TensorSpec | None, name: str, tensor: torch.Tensor) -> TensorSpec:
-        shape = tuple(tensor.shape)
-        if spec is None:
-            return TensorSpec(name, tensor.dtype, shape)
-        if spec.dtype == tensor.dtype and spec.shape == shape:
-            return spec
-        return spec.merge(tensor.dtype, shape)
+
+def _widen(spec: TensorSpec | None, name: str, tensor: torch.Tensor) -> TensorSpec:
+    if spec is None:
+        return TensorSpec(name, tensor.dtype, tuple(tensor.shape))
+    return spec.merge(tensor.dtype, tuple(tensor.shape))
