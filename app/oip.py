@@ -9,6 +9,7 @@ Decoding and encoding use numpy and orjson: no loop over elements.
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ _WIRE = {
 # How JSON numbers are parsed per datatype (numpy has no bfloat16: parse as float32).
 _JSON = {**_WIRE, "BF16": np.dtype(np.float32)}
 HEADER_LENGTH = "inference-header-content-length"
+_MAX_DIM = 2**31 - 1
 PLATFORM = "pytorch_libtorch"  # Triton's name for TorchScript models
 UNKNOWN = "UNKNOWN"  # datatype of a tensor no request has shown yet
 _TUPLE_OF_TENSORS = re.compile(r"Tuple\[Tensor(, Tensor)*\]")
@@ -144,10 +146,12 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
         )
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM for d in shape
     ):
-        raise BadRequestError(f"input {name!r}: shape must be a list of non-negative integers")
-    count = int(np.prod(shape, dtype=np.int64))
+        raise BadRequestError(
+            f"input {name!r}: shape must be a list of integers from 0 to {_MAX_DIM}"
+        )
+    count = math.prod(shape)  # exact: Python integers do not overflow
     size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:

@@ -166,6 +166,16 @@ def test_named_inputs_optional_and_dict_outputs(served):
     assert [o["name"] for o in r.json()["outputs"]] == ["double", "neg"]
 
 
+def test_an_empty_batch_is_answered(served):
+    empty = {"name": "x", "shape": [0, 3], "datatype": "FP32", "data": []}
+    r = infer(served, "tuple_out", [empty])
+    assert r.status_code == 200, r.text
+    assert [o["shape"] for o in r.json()["outputs"]] == [[0, 3], [0]]
+    # and the batch-safety probe still runs on the first real input
+    assert infer(served, "tuple_out", [tensor("x", torch.ones(1, 3))]).status_code == 200
+    assert served.get("/models/tuple_out").json()["versions"][0]["batching"]["enabled"] is True
+
+
 def test_gzip_request_body(served):
     body = orjson.dumps({"inputs": [tensor("x", torch.ones(1, 3))]})
     r = served.post("/v2/models/tuple_out/infer", content=gzip.compress(body),
@@ -187,7 +197,9 @@ def test_bad_requests_are_400_with_a_v2_error(served):
         (orjson.dumps({"inputs": []}), {}, "non-empty"),
         (orjson.dumps({"inputs": [{**x, "datatype": "BYTES"}]}), {}, "not supported"),
         (orjson.dumps({"inputs": [{**x, "shape": [2, 3]}]}), {}, "do not fit shape"),
-        (orjson.dumps({"inputs": [{**x, "shape": [-1, 3]}]}), {}, "non-negative"),
+        (orjson.dumps({"inputs": [{**x, "shape": [-1, 3]}]}), {}, "integers from 0"),
+        (orjson.dumps({"inputs": [{**x, "shape": [2**62, 4], "data": []}]}), {}, "integers from 0"),
+        (orjson.dumps({"inputs": [{**x, "shape": [2**30, 2**30], "data": []}]}), {}, "do not fit"),
         (orjson.dumps({"inputs": [{**x, "data": ["a", "b", "c"]}]}), {}, "rectangular"),
         (orjson.dumps({"inputs": [x, x]}), {}, "twice"),
         (orjson.dumps({"inputs": [x]}) + b"junk", {"Inference-Header-Content-Length": "-"},
