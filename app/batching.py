@@ -245,7 +245,8 @@ class Batcher:
                 live.append(job)
         if not live:
             return
-        if self.state.enabled is None and live[0].rows is not None:
+        # an empty input tells the probe nothing (and breaks its sampling): wait for a real one
+        if self.state.enabled is None and live[0].rows and all(t.numel() for t in live[0].inputs):
             self.probe_with(live[0].inputs)
         self._forward_group(live)
 

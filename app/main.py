@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import code, docs, handlers, health, models, predict
+from app.api import code, docs, handlers, health, models, predict, v2
 from app.batching import BatchPolicy
 from app.compiler.service import Compiler
 from app.config import Settings
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     handlers.install(app)
     docs.install(app)
-    for router in (health.router, models.router, predict.router, code.router):
+    for router in (health.router, models.router, predict.router, code.router, v2.router):
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -27,6 +27,7 @@ class BodyLimitMiddleware:
                     response = error_response(
                         413, "payload_too_large",
                         f"request body of {int(value)} bytes exceeds the limit of {limit}",
+                        path=scope["path"],
                     )
                     await response(scope, receive, send)
                     return

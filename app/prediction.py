@@ -42,6 +42,7 @@ async def predict(
     """Run one request through ``mv``'s batcher and encode the output as asked."""
     inputs = decode(content_type.split(";")[0].strip().lower(), body, mv, max_bytes)
     output = await mv.batcher.submit(inputs, timeout_s)
+    mv.observed.record(mv.model.signature.names, inputs, output)  # v2 model metadata
     if npy.NPY in accept or npy.NPZ in accept:
         media_type = npy.NPY if npy.NPY in accept else npy.NPZ
         headers = {"X-Model": mv.name, "X-Model-Version": str(mv.version)}

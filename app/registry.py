@@ -17,6 +17,7 @@ from typing import Any
 
 from app.batching import Batcher, BatchObserver, BatchPolicy
 from app.errors import ConflictError, NotFoundError, NotReadyError
+from app.observed import ObservedSignature
 from app.runtime import LoadedModel, resolve_device
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
 
@@ -32,6 +33,8 @@ class ModelVersion:
     stored: StoredVersion
     model: LoadedModel
     batcher: Batcher
+    # Tensor names, dtypes and shapes seen in successful requests (v2 model metadata).
+    observed: ObservedSignature = field(default_factory=ObservedSignature)
 
     @property
     def name(self) -> str:

@@ -1,4 +1,8 @@
-"""The one place exceptions become HTTP error bodies ``{"error": {"code", "message"}}``."""
+"""The one place exceptions become HTTP error bodies ``{"error": {"code", "message"}}``.
+
+Under ``/v2`` (the Open Inference Protocol) the body is ``{"error": "<message>"}`` instead,
+as Triton and KServe clients expect.
+"""
 
 from __future__ import annotations
 
@@ -26,17 +30,23 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+def is_v2_path(path: str) -> bool:
+    """True for Open Inference Protocol paths."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict | None = None, *, path: str = ""
+) -> JSONResponse:
+    body = {"error": message} if is_v2_path(path) else {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _scriptserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ScriptServeError)
     if exc.status_code >= 500:
         log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.message)
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers, path=request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -45,18 +55,24 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{where}: {err.get('msg')}")
-    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+    return error_response(
+        422, "invalid_request", "; ".join(problems) or "invalid request", path=request.url.path
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+    return error_response(
+        exc.status_code, code, str(exc.detail), getattr(exc, "headers", None), path=request.url.path
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal server error (see the server log)")
+    return error_response(
+        500, "internal_error", "internal server error (see the server log)", path=request.url.path
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -1,11 +1,9 @@
-"""The ``scriptserve`` command."""
+"""``scriptserve serve``: run the HTTP server."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from app.compiler import cli as compile_cli
 from app.config import Settings
 
 
@@ -31,21 +29,8 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scriptserve", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the HTTP server (settings: SCRIPTSERVE_* env vars)")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--host", default=None, help="listen address (default: SCRIPTSERVE_HOST)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default: SCRIPTSERVE_PORT)")
     p.set_defaults(func=serve)
-    compile_cli.register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

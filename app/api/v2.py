@@ -1,0 +1,152 @@
+"""Open Inference Protocol (KServe v2) beside the native API, so Triton and KServe clients work.
+
+Inference goes through the same per-version batcher as ``/models/{name}/predict``: v2 and
+native requests with the same dtypes and shapes share batches. Errors under ``/v2`` are
+``{"error": "<message>"}`` (see ``app.api.handlers``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from app import __version__
+from app.api.deps import ReaderDep, RegistryDep, SettingsDep
+from app.config import Settings
+from app.errors import NotFoundError
+from app.oip import (
+    HEADER_LENGTH,
+    bind_inputs,
+    encode_response,
+    header_length,
+    inflate,
+    model_metadata,
+    parse_request,
+)
+from app.registry import ModelVersion, Registry
+
+router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
+
+EXTENSIONS = ["binary_tensor_data"]
+_INFER_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
+                                        "data": [0.5, -1.0]}]},
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary",
+                           "description": "JSON header of Inference-Header-Content-Length bytes, "
+                           "then the raw tensors announced by binary_data_size"}
+            },
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed request: JSON, datatype, shape, binary sizes"},
+    404: {"description": "no such model or version"},
+    422: {"description": "inputs do not fit the model, or the model raised on them"},
+    503: {"description": "queue full or not ready"},
+    504: {"description": "deadline exceeded"},
+}
+
+
+def _version(registry: Registry, name: str, version: str | None) -> ModelVersion:
+    if version is None:
+        return registry.get(name)
+    if not version.isdigit():
+        raise NotFoundError(f"model {name!r} has no version {version!r}")
+    return registry.get(name, int(version))
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "scriptserve", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness: every stored model is loaded")
+async def ready(request: Request) -> JSONResponse:
+    is_ready = bool(request.app.state.ready)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{name}", summary="Model metadata (default version)")
+async def metadata(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    versions = [mv.version for mv in registry.versions(name)]
+    return model_metadata(registry.get(name), versions)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+async def version_metadata(
+    name: str, version: str, _: ReaderDep, registry: RegistryDep
+) -> dict[str, Any]:
+    mv = _version(registry, name, version)
+    return model_metadata(mv, [mv.version])
+
+
+@router.get("/models/{name}/ready", summary="Model readiness (default version)")
+async def model_ready(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    return {"name": name, "ready": registry.get(name) is not None}
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
+async def version_ready(
+    name: str, version: str, _: ReaderDep, registry: RegistryDep
+) -> dict[str, Any]:
+    mv = _version(registry, name, version)
+    return {"name": name, "version": str(mv.version), "ready": True}
+
+
+async def _infer(mv: ModelVersion, request: Request, settings: Settings) -> Response:
+    body = inflate(
+        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
+    )
+    infer = parse_request(body, header_length(request.headers.get(HEADER_LENGTH)))
+    names = mv.model.signature.names
+    inputs = bind_inputs(infer.inputs, mv.model.signature)
+    output = await mv.batcher.submit(inputs, infer.timeout_s or settings.request_timeout_s)
+    content, json_length = encode_response(mv.name, mv.version, infer, output)
+    mv.observed.record(names, inputs, output)
+    if json_length is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(json_length)},
+    )
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference with the default version (JSON or binary tensors)",
+    openapi_extra=_INFER_DOC,
+    responses=_ERRORS,
+    response_class=Response,
+)
+async def infer(
+    name: str, request: Request, _: ReaderDep, registry: RegistryDep, settings: SettingsDep
+) -> Response:
+    return await _infer(registry.get(name), request, settings)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference with one version (JSON or binary tensors)",
+    openapi_extra=_INFER_DOC,
+    responses=_ERRORS,
+    response_class=Response,
+)
+async def infer_version(
+    name: str, version: str, request: Request, _: ReaderDep, registry: RegistryDep,
+    settings: SettingsDep,
+) -> Response:
+    return await _infer(_version(registry, name, version), request, settings)

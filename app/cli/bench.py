@@ -1,0 +1,172 @@
+"""``scriptserve bench``: a small, bounded load against a served model.
+
+It stops after ``--requests`` requests or ``--duration-s`` seconds, whichever comes first,
+and reports throughput, latency percentiles and errors. Inputs come from ``--data`` /
+``--input``, or are made up from the model's v2 metadata once a request has shown its
+shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.cli.common import (
+    client_options,
+    console,
+    input_options,
+    load_inputs,
+    make_async_client,
+    print_json,
+    reports_errors,
+)
+
+MAX_REQUESTS = 100_000
+MAX_CONCURRENCY = 64
+MAX_DURATION_S = 600.0
+
+
+@dataclass
+class BenchResult:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    def summary(self, rows: int) -> dict[str, Any]:
+        import numpy as np
+
+        done = len(self.latencies_s)
+        ms = np.asarray(self.latencies_s) * 1000 if done else np.zeros(1)
+        return {
+            "requests": done + sum(self.errors.values()),
+            "succeeded": done,
+            "failed": sum(self.errors.values()),
+            "errors": dict(self.errors),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "requests_per_s": round(done / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "samples_per_s": round(done * rows / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "latency_ms": {p: round(float(np.percentile(ms, q)), 2)
+                           for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        }
+
+
+def made_up_inputs(metadata: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Random inputs matching the v2 metadata (-1 dims become ``batch``)."""
+    import torch
+
+    from app.oip import DATATYPES, UNKNOWN
+
+    inputs = {}
+    for spec in metadata["inputs"]:
+        if spec.get("parameters", {}).get("optional"):
+            continue
+        if spec["datatype"] == UNKNOWN:
+            raise ValueError(
+                f"the server has not seen input {spec['name']!r} yet, so its shape is unknown: "
+                "give --data or --input (or predict once first)"
+            )
+        shape = [batch if d == -1 else d for d in spec["shape"]]
+        dtype = DATATYPES[spec["datatype"]]
+        if dtype.is_floating_point:
+            inputs[spec["name"]] = torch.randn(shape).to(dtype)
+        elif dtype == torch.bool:
+            inputs[spec["name"]] = torch.rand(shape) > 0.5
+        else:
+            inputs[spec["name"]] = torch.randint(0, 2, shape, dtype=dtype)
+    return inputs
+
+
+async def run_load(client: Any, args: argparse.Namespace, inputs: Any) -> BenchResult:
+    """``args.concurrency`` workers send requests until the count or the time runs out."""
+    from app.client import ApiError, ClientError
+
+    async def one() -> None:
+        if args.v2:
+            await client.infer(args.name, inputs, version=args.version)
+        else:
+            await client.predict(args.name, inputs, version=args.version)
+
+    await one()  # warm-up (and the batch-safety probe); not counted
+    result = BenchResult()
+    remaining = args.requests
+    start = time.perf_counter()
+    deadline = start + args.duration_s
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            sent = time.perf_counter()
+            try:
+                await one()
+            except ApiError as exc:
+                result.errors[f"{exc.status_code} {exc.code}"] += 1
+            except ClientError as exc:
+                result.errors[type(exc).__name__] += 1
+            else:
+                result.latencies_s.append(time.perf_counter() - sent)
+
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+async def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    async with make_async_client(args) as client:
+        if args.data is not None or args.input:
+            inputs = load_inputs(args.data, args.input)
+        else:
+            inputs = made_up_inputs(await client.metadata(args.name, args.version), args.batch)
+        result = await run_load(client, args, inputs)
+    return result.summary(_rows(inputs))
+
+
+def _rows(inputs: Any) -> int:
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    if isinstance(first, list) and first and all(isinstance(v, list) for v in first):
+        return len(first)
+    shape = getattr(first, "shape", None)
+    return int(shape[0]) if shape else 1
+
+
+@reports_errors
+def bench(args: argparse.Namespace) -> int:
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        raise ValueError(f"--requests must be between 1 and {MAX_REQUESTS}")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if not 0 < args.duration_s <= MAX_DURATION_S:
+        raise ValueError(f"--duration-s must be above 0 and at most {MAX_DURATION_S:g}")
+    summary = asyncio.run(_bench(args))
+    if args.json:
+        print_json(summary)
+        return 0
+    lat = summary["latency_ms"]
+    out = console()
+    out.print(f"[bold]{args.name}[/]: {summary['requests']} requests in {summary['elapsed_s']} s, "
+              f"concurrency {args.concurrency}, {summary['failed']} failed")
+    out.print(f"throughput  {summary['requests_per_s']} req/s ({summary['samples_per_s']} samples/s)")
+    out.print(f"latency ms  p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}")
+    for error, count in summary["errors"].items():
+        out.print(f"errors      {count} x {error}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", parents=[client_options()],
+                       help="a short, bounded load test against a served model")
+    p.add_argument("name")
+    input_options(p)
+    p.add_argument("-n", "--requests", type=int, default=200, help="requests to send (default 200)")
+    p.add_argument("-c", "--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--duration-s", type=float, default=30.0,
+                   help="stop after this many seconds even if requests remain (default 30)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="rows per made-up request when inputs come from metadata (default 1)")
+    p.add_argument("--v2", action="store_true", help="use v2 binary inference instead of predict")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=bench)

@@ -1,0 +1,203 @@
+"""Model management: ``upload``, ``models``, ``info``, ``code``, ``download``, ``delete``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import client_options, console, make_client, print_json, reports_errors
+
+PROGRESS_MIN_BYTES = 1 << 20  # below this a bar only flickers
+
+
+@contextmanager
+def transfer_bar(label: str, size: int, mode: bool | None) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields the client's ``progress`` callback (or None).
+
+    ``mode`` None shows it for files of 1 MiB or more when stderr is a terminal.
+    """
+    show = mode if mode is not None else (sys.stderr.isatty() and size >= PROGRESS_MIN_BYTES)
+    if not show:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True)) as bar:
+        task = bar.add_task(label, total=size or None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _fields(pairs: list[str] | None) -> dict[str, str]:
+    fields = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        fields[key] = value
+    return fields
+
+
+@reports_errors
+def upload(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    extra_files = _fields(args.attach)
+    size = path.stat().st_size + sum(os.path.getsize(p) for p in extra_files.values())
+    with make_client(args) as client, transfer_bar(f"upload {path.name}", size, args.progress) as bar:
+        info = client.upload(
+            path, args.name, version=args.version, device=args.device, batching=args.batching,
+            max_batch_size=args.max_batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
+            workers=args.workers, fields=_fields(args.field), files=extra_files, progress=bar,
+        )
+    if args.json:
+        print_json(info)
+    else:
+        inputs = ", ".join(a["name"] for a in info["signature"]["inputs"])
+        console().print(f"uploaded [bold]{info['name']}[/] version {info['version']} on "
+                        f"{info['device']}: forward({inputs}) -> {info['signature']['returns']}")
+    return 0
+
+
+@reports_errors
+def models(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        found = client.models()
+    if args.json:
+        print_json(found)
+        return 0
+    from rich.table import Table
+
+    table = Table("name", "versions", "default", "device", "forward")
+    for m in found:
+        sig = m["signature"]
+        inputs = ", ".join(a["name"] for a in sig["inputs"])
+        table.add_row(m["name"], ", ".join(map(str, m["versions"])), str(m["default_version"]),
+                      m["device"], f"({inputs}) -> {sig['returns']}")
+    console().print(table if found else "no models")
+    return 0
+
+
+@reports_errors
+def info(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        described = client.info(args.name)
+    if args.json:
+        print_json(described)
+        return 0
+    from rich.table import Table
+
+    table = Table("version", "device", "forward", "archive", "batching", "created")
+    for v in described["versions"]:
+        sig, batching = v["signature"], v["batching"]
+        args_text = ", ".join(a["name"] + ("?" if a["optional"] else "") for a in sig["inputs"])
+        state = {True: "on", False: "off", None: "not probed"}[batching["enabled"]]
+        table.add_row(str(v["version"]), v["device"], f"({args_text}) -> {sig['returns']}",
+                      f"{v['archive_bytes']:,} B", f"{state} (max {batching['max_batch_size']})",
+                      str(v["created_at"]))
+    out = console()
+    out.print(f"[bold]{described['name']}[/] (default version {described['default_version']})")
+    out.print(table)
+    return 0
+
+
+@reports_errors
+def code(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        sys.stdout.write(client.code(args.name, version=args.version, view=args.view))
+    return 0
+
+
+@reports_errors
+def download(args: argparse.Namespace) -> int:
+    dest = Path(args.output) if args.output else Path.cwd()
+    with make_client(args) as client:
+        size = 0
+        if args.progress is None and sys.stderr.isatty():  # size decides whether to show a bar
+            versions = client.info(args.name)["versions"]
+            chosen = [v for v in versions if args.version in (None, v["version"])]
+            size = (chosen[-1]["archive_bytes"] or 0) if chosen else 0
+        with transfer_bar(f"download {args.name}", size, args.progress) as bar:
+            path = client.download(args.name, dest, version=args.version, progress=bar)
+    if args.json:
+        print_json({"name": args.name, "path": str(path), "bytes": path.stat().st_size})
+    else:
+        console().print(f"saved {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+@reports_errors
+def delete(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        result = client.delete(args.name, args.version)
+    if args.json:
+        print_json(result)
+    else:
+        versions = ", ".join(map(str, result["deleted_versions"]))
+        console().print(f"deleted {result['name']} version(s) {versions}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    common = client_options()
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    parents = [common, json_flag]
+
+    p = sub.add_parser("upload", parents=parents, help="upload a TorchScript archive as a new version")
+    p.add_argument("name", help="model name")
+    p.add_argument("file", help="the archive (ScriptModule.save)")
+    p.add_argument("--version", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batching", choices=["auto", "on", "off"])
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-batch-delay-ms", type=float)
+    p.add_argument("--workers", type=int)
+    p.add_argument("-F", "--field", action="append", metavar="KEY=VALUE",
+                   help="another form field (e.g. for eager uploads); repeatable")
+    p.add_argument("--attach", action="append", metavar="FIELD=PATH",
+                   help="another file in the form (e.g. weights or code); repeatable")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: for files of 1 MiB or more on a terminal)")
+    p.set_defaults(func=upload)
+
+    p = sub.add_parser("models", parents=parents, help="list models")
+    p.set_defaults(func=models)
+
+    p = sub.add_parser("info", parents=parents, help="describe a model's versions")
+    p.add_argument("name")
+    p.set_defaults(func=info)
+
+    p = sub.add_parser("code", parents=[common], help="print the TorchScript code that will run")
+    p.add_argument("name")
+    p.add_argument("--version", type=int)
+    p.add_argument("--view", choices=["code", "graph", "inlined"], default="code")
+    p.set_defaults(func=code)
+
+    p = sub.add_parser("download", parents=parents, help="download the archive (loads in C++)")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", help="file or folder (default: ./NAME-vN.torchscript)")
+    p.add_argument("--version", type=int)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: for files of 1 MiB or more on a terminal)")
+    p.set_defaults(func=download)
+
+    p = sub.add_parser("delete", parents=parents, help="delete a version, or the whole model")
+    p.add_argument("name")
+    p.add_argument("--version", type=int, help="only this version (default: every version)")
+    p.set_defaults(func=delete)
