@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     """Largest request body for non-upload calls, e.g. predictions (413 past it)."""
     torch_threads: int = Field(0, ge=0)
     """Intra-op threads for torch; 0 keeps torch's default."""
-    install_example: bool = True
+    install_example: bool = False
     """Install the tutorial's classifier as ``classifier`` when the store is empty."""
     gc_freeze: bool = True
     """Freeze long-lived objects out of the cyclic GC after start-up (cuts tail latency)."""

@@ -10,6 +10,7 @@ from app.archive import require_torchscript
 from app.batching import BatchPolicy
 from app.compiler import service as compiler_service
 from app.compiler.service import Compiler
+from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
 from app.registry import ModelVersion, Registry
 from app.store import ARCHIVE_FILE, validate_name
@@ -102,7 +103,7 @@ async def ingest(
         if compiler is None:
             raise BadRequestError("this server does not compile eager models; upload a TorchScript archive")
         return await _ingest_eager(form, staging, registry, options, compiler)
-    eager_only = sorted(set(form.fields) & set(compiler_service.FORM_FIELDS))
+    eager_only = sorted(set(form.fields) & set(compiler_service.FORM_FIELDS) - {"example_inputs"})
     if eager_only:
         raise BadRequestError(
             f"form fields {eager_only} apply to eager uploads ('weights' / 'source'), "
@@ -115,14 +116,16 @@ async def ingest(
             "(curl -F file=@model.torchscript)"
         )
     require_torchscript(upload.path)
+    try:
+        examples = parse_examples(form.fields.get("example_inputs", ""))
+    except SpecError as exc:
+        raise BadRequestError(str(exc)) from None
     os.replace(upload.path, staging / ARCHIVE_FILE)
+    meta: dict[str, Any] = {"source": "archive", "original_filename": upload.filename[:200]}
+    if examples:
+        meta["example_inputs"] = examples  # warm-up and batch-safety probe at load
     return await registry.add(
-        options.name,
-        staging,
-        options.version,
-        options.device,
-        options.policy,
-        extra_meta={"source": "archive", "original_filename": upload.filename[:200]},
+        options.name, staging, options.version, options.device, options.policy, extra_meta=meta
     )
 
 
@@ -150,5 +153,6 @@ async def _ingest_eager(
             "original_filename": plan.original_filename,
             "compile": report,
             "warnings": warnings,
+            "example_inputs": plan.spec.examples,
         },
     )

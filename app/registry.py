@@ -20,6 +20,7 @@ from app.errors import ConflictError, NotFoundError, NotReadyError
 from app.observed import ObservedSignature
 from app.runtime import LoadedModel, resolve_device
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
+from app.warmup import example_inputs, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,9 @@ class Registry:
             resolved = resolve_device(device_request, self.default_device)
             archive = staging / ARCHIVE_FILE
             model = await asyncio.to_thread(LoadedModel.load, archive, resolved)
+            template = example_inputs(extra_meta or {})
+            if template is not None:
+                await asyncio.to_thread(warm_up, model, template)
             if prepare is not None:
                 await asyncio.to_thread(prepare, model)
             meta = {
@@ -187,16 +191,16 @@ class Registry:
                 **(extra_meta or {}),
             }
             stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
-            return self._serve(stored, model)
+            return await self._serve(stored, model)
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         resolved = resolve_device(stored.meta.get("device"), self.default_device)
         model = await asyncio.to_thread(LoadedModel.load, stored.archive, resolved)
         entry = self._entry(stored.name)
         async with entry.lock:
-            return self._serve(stored, model)
+            return await self._serve(stored, model)
 
-    def _serve(self, stored: StoredVersion, model: LoadedModel) -> ModelVersion:
+    async def _serve(self, stored: StoredVersion, model: LoadedModel) -> ModelVersion:
         saved = stored.meta.get("batching", {})
         base = self.default_policy
         policy = BatchPolicy(
@@ -208,6 +212,10 @@ class Registry:
         )
         observer = self.observer_factory(stored.name, stored.version) if self.observer_factory else None
         batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)
+        template = example_inputs(stored.meta)
+        if template is not None and batcher.state.enabled is None:
+            # Known example inputs: decide batch safety now rather than on the first request.
+            await asyncio.to_thread(batcher.probe_with, template)
         batcher.start()
         mv = ModelVersion(stored, model, batcher)
         self._entry(stored.name).versions[stored.version] = mv

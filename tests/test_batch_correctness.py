@@ -63,3 +63,34 @@ def test_classifier_under_32_clients_is_batched_and_correct(live_server, archive
         assert torch.allclose(torch.tensor(body["outputs"]), expected, atol=1e-5)
     info = httpx.get(f"{live_server.url}/models/clf").json()["versions"][0]["batching"]
     assert info["enabled"] is True
+
+
+def test_example_inputs_probe_at_load_and_survive_restart(live_server, archives):
+    import json
+
+    for name, path in (("ic", archives["input_confirm"]), ("clf", archives["classifier"])):
+        shape = [1, 8] if name == "ic" else [1, 320]
+        with open(path, "rb") as fh:
+            r = httpx.post(f"{live_server.url}/models", headers=live_server.auth, timeout=60,
+                           data={"name": name, "example_inputs": json.dumps([{"shape": shape}])},
+                           files={"file": fh})
+        assert r.status_code == 201, r.text
+    def batching(name):
+        return httpx.get(f"{live_server.url}/models/{name}").json()["versions"][0]["batching"]
+
+    assert batching("ic")["enabled"] is False and batching("clf")["enabled"] is True
+    live_server.restart()
+    assert batching("ic")["enabled"] is False and batching("clf")["enabled"] is True
+
+
+def test_example_inputs_that_fail_reject_the_upload(live_server, archives):
+    with open(archives["classifier"], "rb") as fh:
+        r = httpx.post(f"{live_server.url}/models", headers=live_server.auth, timeout=60,
+                       data={"name": "clf", "example_inputs": '[{"shape": [1, 3]}]'},
+                       files={"file": fh})
+    assert r.status_code == 422 and "example_inputs" in r.json()["error"]["message"]
+    with open(archives["classifier"], "rb") as fh:
+        r = httpx.post(f"{live_server.url}/models", headers=live_server.auth, timeout=60,
+                       data={"name": "clf", "example_inputs": "not json"}, files={"file": fh})
+    assert r.status_code == 400
+    assert httpx.get(f"{live_server.url}/models/clf").status_code == 404
