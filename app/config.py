@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     """Install the tutorial's classifier as ``classifier`` when the store is empty."""
     gc_freeze: bool = True
     """Freeze long-lived objects out of the cyclic GC after start-up (cuts tail latency)."""
+    metrics_enabled: bool = True
+    """Record latency metrics and serve ``GET /metrics`` and ``GET /models/{name}/stats``
+    (both 404 when off). Request IDs and the access log stay on either way."""
 
     @field_validator("log_level")
     @classmethod

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.codec import decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
+from app.observability import attribute
 from app.registry import ModelVersion
 
 router = APIRouter(tags=["predict"])
@@ -70,6 +71,7 @@ TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request
 
 
 async def _predict(mv: ModelVersion, request: Request, timeout_s: float) -> Response:
+    attribute(request.scope, mv.batcher.observer)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
         raise UnsupportedMediaTypeError(
