@@ -8,12 +8,12 @@ Prometheus, so ``/metrics`` and ``GET /models/{name}/stats`` never disagree on a
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import threading
 import time
 from array import array
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +60,7 @@ class LatencyHistogram:
         self.max = 0.0
 
     def observe(self, value: float, n: int = 1) -> None:
-        self.counts[bisect.bisect_left(GRID, value)] += n
+        self.counts[bisect_left(GRID, value)] += n
         self.sum += value * n
         if value > self.max:
             self.max = value
@@ -118,7 +118,7 @@ class BatchSizeHistogram:
         self.sum = 0
 
     def observe(self, size: int) -> None:
-        self.counts[bisect.bisect_left(BATCH_BOUNDS, size)] += 1
+        self.counts[bisect_left(BATCH_BOUNDS, size)] += 1
         self.sum += size
 
     def cumulative(self) -> tuple[list[int], int]:
@@ -127,37 +127,39 @@ class BatchSizeHistogram:
 
 
 class Ring:
-    """The last ``capacity`` events: a timestamp and ``width`` numbers each, preallocated."""
+    """The last ``capacity`` events: a time and two numbers each, in preallocated arrays."""
 
-    def __init__(self, capacity: int, width: int) -> None:
+    __slots__ = ("capacity", "ts", "a", "b", "next", "full")
+
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.ts = array("d", bytes(8 * capacity))
-        self.cols = [array("d", bytes(8 * capacity)) for _ in range(width)]
+        self.a = array("d", bytes(8 * capacity))
+        self.b = array("d", bytes(8 * capacity))
         self.next = 0
-        self.size = 0
+        self.full = False
 
-    def push(self, ts: float, *values: float) -> None:
+    def push(self, ts: float, a: float, b: float = 0.0) -> None:
         i = self.next
         self.ts[i] = ts
-        for col, v in zip(self.cols, values):
-            col[i] = v
-        self.next = (i + 1) % self.capacity
-        if self.size < self.capacity:
-            self.size += 1
-
-    @property
-    def full(self) -> bool:
-        return self.size == self.capacity
+        self.a[i] = a
+        self.b[i] = b
+        i += 1
+        if i == self.capacity:
+            i = 0
+            self.full = True
+        self.next = i
 
     @property
     def oldest(self) -> float:
-        return self.ts[(self.next - self.size) % self.capacity]
+        return self.ts[self.next] if self.full else self.ts[0]
 
-    def since(self, start: float) -> list[list[float]]:
-        """Columns of the events held that happened at or after ``start``, oldest first."""
-        cap, ts = self.capacity, self.ts
-        keep = [i % cap for i in range(self.next - self.size, self.next) if ts[i % cap] >= start]
-        return [[col[i] for i in keep] for col in self.cols]
+    def since(self, start: float) -> tuple[list[float], list[float]]:
+        """Both columns of the events held that happened at or after ``start``, oldest first."""
+        ts, cap = self.ts, self.capacity
+        order = range(self.next, self.next + cap) if self.full else range(self.next)
+        keep = [i % cap for i in order if ts[i % cap] >= start]
+        return [self.a[i] for i in keep], [self.b[i] for i in keep]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -212,24 +214,24 @@ class VersionStats:
         # Batches are recorded by inference threads (maybe several per version), requests by
         # the event loop only; the lock is taken once per batch and by readers of the job side.
         self._lock = threading.Lock()
-        self._request_ring = Ring(capacity, 2)  # duration, status index
-        self._job_ring = Ring(capacity, 2)  # queue time, inference time
-        self._batch_ring = Ring(capacity, 1)  # samples
+        self._request_ring = Ring(capacity)  # duration, status index
+        self._job_ring = Ring(capacity)  # queue time, inference time
+        self._batch_ring = Ring(capacity)  # samples
 
     # recording -----------------------------------------------------------------------------
     def __call__(self, jobs: Sequence[Any], inference_s: float) -> None:
         """Batch observer: one call per executed batch, from the inference thread."""
         first = jobs[0]
-        end = first.finished_at
+        end, size = first.finished_at, first.batch_size
         with self._lock:
             self.inference.observe(inference_s, len(jobs))
-            self.batches.observe(first.batch_size)
-            self._batch_ring.push(end, first.batch_size)
-            queue, ring = self.queue, self._job_ring
+            self.batches.observe(size)
+            self._batch_ring.push(end, size)
+            observe, push = self.queue.observe, self._job_ring.push
             for job in jobs:
                 waited = job.started_at - job.enqueued_at
-                queue.observe(waited)
-                ring.push(end, waited, inference_s)
+                observe(waited)
+                push(end, waited, inference_s)
 
     def record_request(self, seconds: float, status: int, now: float) -> None:
         """One answered request, end to end in the server (event loop only)."""
@@ -277,7 +279,7 @@ class VersionStats:
             start = max([now - self.window_s, self.started, *(r.oldest for r in rings if r.full)])
             durations, statuses = self._request_ring.since(start)
             waits, inferences = self._job_ring.since(start)
-            (sizes,) = self._batch_ring.since(start)
+            sizes, _ = self._batch_ring.since(start)
         by_status = dict.fromkeys(STATUSES, 0)
         ok_durations = []
         for d, s in zip(durations, statuses):
