@@ -35,16 +35,19 @@ def test_an_insane_request_id_is_replaced(client, sent):
     assert got["x-request-id"] != sent and is_generated(got["x-request-id"])
 
 
-def test_every_response_carries_a_fresh_id(client, archives):
-    assert upload(client, "classifier", archives["classifier"]).status_code == 201
-    responses = [
-        client.get("/health"),
-        client.get("/models/nope"),  # 404
-        client.post("/models/classifier/predict", json={"inputs": [[1.0]]}),  # 422
-        client.post("/models/classifier/predict", content=b"x" * (70 * 1024**2)),  # 413
-        client.post("/models/classifier/predict", json={"inputs": [ROW]}),  # 200
-        client.get("/metrics"),
-    ]
+def test_every_response_carries_a_fresh_id(settings, archives):
+    settings.max_body_bytes = 4096
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert upload(client, "classifier", archives["classifier"]).status_code == 201
+        responses = [
+            client.get("/health"),
+            client.get("/models/nope"),  # 404
+            client.post("/models/classifier/predict", json={"inputs": [[1.0]]}),  # 422
+            client.post("/models/classifier/predict", content=b"x" * 5000),  # 413
+            client.post("/models/classifier/predict", json={"inputs": [ROW]}),  # 200
+            client.get("/metrics"),
+        ]
     assert [r.status_code for r in responses] == [200, 404, 422, 413, 200, 200]
     ids = [r.headers["x-request-id"] for r in responses]
     assert all(is_generated(i) for i in ids) and len(set(ids)) == len(ids)
