@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     """Install the tutorial's classifier as ``classifier`` when the store is empty."""
     gc_freeze: bool = True
     """Freeze long-lived objects out of the cyclic GC after start-up (cuts tail latency)."""
+    metrics_enabled: bool = True
+    """Record latency metrics and serve ``GET /metrics`` and ``GET /models/{name}/stats``
+    (both 404 when off). Request IDs and the access log stay on either way."""
 
     # compiling eager models (app/compiler; docs/compile.md) ------------------------------
     architectures: list[str] = Field(default_factory=list)

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import prediction
 from app.codec import dump_json
 from app.errors import InputError, PayloadTooLargeError, ScriptServeError
+from app.observability import attribute
 from app.security import check_token
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class PredictFastPath:
             status, media_type, body, extra = 200, *await self._predict(scope, receive, match)
         except ScriptServeError as exc:
             status, media_type, extra = exc.status_code, _JSON, exc.headers
+            if status >= 500:  # as the app's error handler does
+                log.warning("POST %s -> %d %s", scope["path"], status, exc.message)
             body = dump_json({"error": {"code": exc.code, "message": exc.message}})
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
@@ -77,6 +80,7 @@ class PredictFastPath:
             version = int(version_text)
         timeout_s = _timeout(scope, settings.request_timeout_s)
         mv = state.registry.get(name, version)
+        attribute(scope, mv.batcher.observer)
         body = await _read_body(receive, headers, settings.max_body_bytes)
         result = await prediction.predict(
             mv,

@@ -13,12 +13,15 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import code, docs, handlers, health, models, predict, v2
+from app.api import metrics as metrics_api
 from app.batching import BatchPolicy
 from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.fastpath import PredictFastPath
+from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware
+from app.observability import RequestContextMiddleware
 from app.registry import Registry
 from app.security import load_or_create_admin_token
 from app.store import ARCHIVE_FILE, ModelStore
@@ -35,7 +38,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_batch_delay_ms=settings.max_batch_delay_ms,
         max_queue_size=settings.max_queue_size,
     )
-    registry = Registry(store, settings.device, policy)
+    metrics = Metrics() if settings.metrics_enabled else None
+    registry = Registry(
+        store, settings.device, policy,
+        observer_factory=metrics.stats_for if metrics else None,
+        load_observer=metrics.observe_load if metrics else None,
+    )
+    if metrics is not None:
+        metrics.watch(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,19 +73,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.registry = registry
+    app.state.metrics = metrics
     app.state.default_policy = policy
-    app.state.compiler = Compiler(settings)
+    app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
     app.state.ready = False
     handlers.install(app)
     docs.install(app)
-    for router in (health.router, models.router, predict.router, code.router, v2.router):
+    routers = (health.router, models.router, predict.router, code.router, v2.router, metrics_api.router)
+    for router in routers:
         app.include_router(router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         exempt=frozenset({("POST", "/models")}),
     )
-    app.add_middleware(PredictFastPath, state=app.state)  # outermost: predictions skip the rest
+    app.add_middleware(PredictFastPath, state=app.state)  # predictions skip the layers below
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
     return app
 
 

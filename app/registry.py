@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +26,8 @@ from app.warmup import example_inputs, warm_up
 log = logging.getLogger(__name__)
 
 ObserverFactory = Callable[[str, int], BatchObserver | None]
+LoadObserver = Callable[[float, BaseException | None], None]
+"""Told the seconds each archive load took, and its error if it failed."""
 
 
 @dataclass
@@ -92,11 +95,13 @@ class Registry:
         default_device: str,
         default_policy: BatchPolicy,
         observer_factory: ObserverFactory | None = None,
+        load_observer: LoadObserver | None = None,
     ) -> None:
         self.store = store
         self.default_device = default_device
         self.default_policy = default_policy
         self.observer_factory = observer_factory
+        self.load_observer = load_observer
         self._entries: dict[str, ModelEntry] = {}
         self.loading = False
         self.load_failures: dict[str, str] = {}
@@ -168,7 +173,7 @@ class Registry:
             device_request = device or self.default_device
             resolved = resolve_device(device_request, self.default_device)
             archive = staging / ARCHIVE_FILE
-            model = await asyncio.to_thread(LoadedModel.load, archive, resolved)
+            model = await self._load(archive, resolved)
             template = example_inputs(extra_meta or {})
             if template is not None:
                 await asyncio.to_thread(warm_up, model, template)
@@ -195,10 +200,22 @@ class Registry:
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         resolved = resolve_device(stored.meta.get("device"), self.default_device)
-        model = await asyncio.to_thread(LoadedModel.load, stored.archive, resolved)
+        model = await self._load(stored.archive, resolved)
         entry = self._entry(stored.name)
         async with entry.lock:
             return await self._serve(stored, model)
+
+    async def _load(self, archive: Path, device: str) -> LoadedModel:
+        start = time.monotonic()
+        try:
+            model = await asyncio.to_thread(LoadedModel.load, archive, device)
+        except Exception as exc:
+            if self.load_observer is not None:
+                self.load_observer(time.monotonic() - start, exc)
+            raise
+        if self.load_observer is not None:
+            self.load_observer(time.monotonic() - start, None)
+        return model
 
     async def _serve(self, stored: StoredVersion, model: LoadedModel) -> ModelVersion:
         saved = stored.meta.get("batching", {})

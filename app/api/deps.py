@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.metrics import Metrics
 from app.registry import Registry
 from app.security import check_token
 from app.store import ModelStore
@@ -28,6 +29,11 @@ async def get_store(request: Request) -> ModelStore:
     return request.app.state.store
 
 
+async def get_metrics(request: Request) -> Metrics | None:
+    """None when metrics are switched off."""
+    return request.app.state.metrics
+
+
 async def require_admin(request: Request) -> None:
     """Management calls need the admin token."""
     check_token(request.headers.get("authorization"), request.app.state.admin_token)
@@ -43,5 +49,6 @@ async def require_reader(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
+MetricsDep = Annotated[Metrics | None, Depends(get_metrics)]
 AdminDep = Annotated[None, Depends(require_admin)]
 ReaderDep = Annotated[None, Depends(require_reader)]

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from app.errors import ScriptServeError
+from app.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # Answered by Starlette's outermost middleware, past RequestContextMiddleware: add the ID here.
+    request_id = request_id_var.get()
     return error_response(
-        500, "internal_error", "internal server error (see the server log)", path=request.url.path
+        500, "internal_error", "internal server error (see the server log)",
+        {"X-Request-ID": request_id} if request_id else None, path=request.url.path,
     )
 
 

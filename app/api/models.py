@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, JSONResponse
 
-from app.api.deps import AdminDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
+from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
 from app.batching import BatchPolicy
 from app.config import Settings
 from app.ingest import FILE_FIELDS, FORM_FIELDS, ingest
@@ -66,16 +66,21 @@ def default_policy(settings: Settings) -> BatchPolicy:
     responses=_ERRORS,
 )
 async def upload_model(
-    request: Request, _: AdminDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep
+    request: Request, _: AdminDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep,
+    metrics: MetricsDep,
 ) -> JSONResponse:
     staging = store.new_staging_dir()
     try:
         form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
         mv = await ingest(form, staging, registry, request.app.state.default_policy,
                           request.app.state.compiler)
-    except BaseException:
+    except BaseException as exc:
         store.discard(staging)
+        if metrics is not None:
+            metrics.record_upload(exc)
         raise
+    if metrics is not None:
+        metrics.record_upload(None)
     return JSONResponse({"name": mv.name, **mv.info()}, status_code=201)
 
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from app import prediction
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
+from app.observability import attribute
 from app.registry import ModelVersion
 
 router = APIRouter(tags=["predict"])
@@ -74,6 +75,7 @@ TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request
 
 
 async def _predict(mv: ModelVersion, request: Request, timeout_s: float, max_bytes: int) -> Response:
+    attribute(request.scope, mv.batcher.observer)
     result = await prediction.predict(
         mv,
         request.headers.get("content-type", "application/json"),

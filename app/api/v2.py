@@ -16,6 +16,7 @@ from app import __version__
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.config import Settings
 from app.errors import NotFoundError
+from app.observability import attribute
 from app.oip import (
     HEADER_LENGTH,
     bind_inputs,
@@ -107,6 +108,7 @@ async def version_ready(
 
 
 async def _infer(mv: ModelVersion, request: Request, settings: Settings) -> Response:
+    attribute(request.scope, mv.batcher.observer)
     body = inflate(
         await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
     )

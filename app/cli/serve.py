@@ -23,7 +23,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,
-        access_log=settings.log_level in {"debug", "trace", "info"},
+        access_log=False,  # RequestContextMiddleware writes the access log, with request IDs
         timeout_graceful_shutdown=30,
     )
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +66,11 @@ class CompilePlan:
 class Compiler:
     """Turns eager uploads into TorchScript archives, one isolated process per upload."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, observer: Callable[[str, float, BaseException | None], None] | None = None
+    ) -> None:
         self.settings = settings
+        self.observer = observer  # metrics: (method, seconds, error) once per compilation
         self.limits = Limits(
             memory_bytes=settings.compile_memory_bytes,
             cpu_seconds=settings.compile_cpu_s,
@@ -153,6 +158,18 @@ class Compiler:
 
     async def compile(self, plan: CompilePlan, output: Path) -> dict[str, Any]:
         """Run the compile process; write ``output``; return the report (422 on failure)."""
+        start = time.monotonic()
+        try:
+            report = await self._compile(plan, output)
+        except BaseException as exc:
+            if self.observer is not None:
+                self.observer(plan.spec.method, time.monotonic() - start, exc)
+            raise
+        if self.observer is not None:
+            self.observer(str(report.get("method") or plan.spec.method), time.monotonic() - start, None)
+        return report
+
+    async def _compile(self, plan: CompilePlan, output: Path) -> dict[str, Any]:
         async with self._slots:
             try:
                 result = await asyncio.to_thread(

@@ -1,0 +1,59 @@
+"""Observability: Prometheus exposition and per-version latency statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.api.deps import MetricsDep, ReaderDep, RegistryDep
+from app.errors import NotFoundError
+from app.metrics import Metrics, version_stats
+from app.stats import WINDOW_S
+
+router = APIRouter(tags=["observability"])
+
+_DISABLED = "metrics are switched off on this server (SCRIPTSERVE_METRICS_ENABLED=false)"
+
+
+def _enabled(metrics: Metrics | None) -> Metrics:
+    if metrics is None:
+        raise NotFoundError(_DISABLED)
+    return metrics
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format; OpenMetrics when the scraper asks for it)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, 404: {"description": "metrics are off"}},
+)
+async def prometheus_metrics(request: Request, _: ReaderDep, metrics: MetricsDep) -> Response:
+    # Rendered on the event loop: serving numbers are written there or under a short lock,
+    # and a scrape of a few models takes well under a millisecond.
+    body, content_type = _enabled(metrics).render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+@router.get(
+    "/models/{name}/stats",
+    summary="Latency, throughput and batching of each version: recent window and since start",
+    responses={404: {"description": "no such model, or metrics are off"}},
+)
+async def model_stats(
+    name: str, _: ReaderDep, registry: RegistryDep, metrics: MetricsDep
+) -> dict[str, Any]:
+    _enabled(metrics)
+    versions = []
+    for mv in registry.versions(name):
+        stats = version_stats(mv)
+        if stats is None:
+            continue
+        versions.append({
+            "version": mv.version,
+            "queue_depth": mv.batcher.queue_depth,
+            "batching_enabled": mv.batcher.state.enabled,
+            **stats.snapshot(),
+        })
+    return {"name": name, "window_s": WINDOW_S, "versions": versions}
