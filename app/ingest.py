@@ -93,7 +93,8 @@ async def ingest(
             "no archive: send the TorchScript archive as form field 'file' "
             "(curl -F file=@model.torchscript)"
         )
-    require_torchscript(upload.path)
+    # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.gate)
+    require_torchscript(upload.path, registry.gate.zip_limits if registry.gate else None)
     os.replace(upload.path, staging / ARCHIVE_FILE)
     return await registry.add(
         options.name,

@@ -16,6 +16,7 @@ from app.api import code, docs, handlers, health, models, predict
 from app.batching import BatchPolicy
 from app.config import Settings
 from app.examples import scripted_classifier
+from app.gate import ArchiveGate
 from app.middleware import BodyLimitMiddleware
 from app.registry import Registry
 from app.security import load_or_create_admin_token
@@ -32,8 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_batch_size=settings.max_batch_size,
         max_batch_delay_ms=settings.max_batch_delay_ms,
         max_queue_size=settings.max_queue_size,
+        max_output_bytes=settings.max_output_bytes,
     )
-    registry = Registry(store, settings.device, policy)
+    registry = Registry(store, settings.device, policy, gate=ArchiveGate.from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

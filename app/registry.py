@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from app.batching import Batcher, BatchObserver, BatchPolicy
-from app.errors import ConflictError, NotFoundError, NotReadyError
+from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
+from app.gate import ArchiveGate
 from app.runtime import LoadedModel, resolve_device
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
 
@@ -88,8 +89,10 @@ class Registry:
         default_device: str,
         default_policy: BatchPolicy,
         observer_factory: ObserverFactory | None = None,
+        gate: ArchiveGate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate  # archive screening + trial load (app.gate); None trusts every archive
         self.default_device = default_device
         self.default_policy = default_policy
         self.observer_factory = observer_factory
@@ -134,7 +137,7 @@ class Registry:
                 try:
                     await self._activate(stored)
                 except Exception as exc:
-                    self.load_failures[key] = str(exc)[:300]
+                    self.load_failures[key] = redact_paths(str(exc))[:300]
                     log.error("could not load stored model %s: %s", key, exc)
         finally:
             self.loading = False
@@ -164,7 +167,11 @@ class Registry:
             device_request = device or self.default_device
             resolved = resolve_device(device_request, self.default_device)
             archive = staging / ARCHIVE_FILE
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.admit, archive)
             model = await asyncio.to_thread(LoadedModel.load, archive, resolved)
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.check_loaded, model.module)
             if prepare is not None:
                 await asyncio.to_thread(prepare, model)
             meta = {
@@ -188,7 +195,11 @@ class Registry:
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         resolved = resolve_device(stored.meta.get("device"), self.default_device)
+        if self.gate is not None:  # the rules may have tightened since it was stored
+            await asyncio.to_thread(self.gate.recheck, stored.archive)
         model = await asyncio.to_thread(LoadedModel.load, stored.archive, resolved)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.check_loaded, model.module)
         entry = self._entry(stored.name)
         async with entry.lock:
             return self._serve(stored, model)
@@ -202,6 +213,7 @@ class Registry:
             max_queue_size=base.max_queue_size,
             workers=saved.get("workers") or base.workers,
             mode=saved.get("mode", base.mode),
+            max_output_bytes=base.max_output_bytes,
         )
         observer = self.observer_factory(stored.name, stored.version) if self.observer_factory else None
         batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)

@@ -35,6 +35,7 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
 
 TASKS: dict[str, str | Task] = {
     "echo": _echo,
+    "trial_load": "app.trial:run_trial",
 }
 
 
@@ -68,4 +69,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # Run the importable module's main: a task raises app.worker.TaskFailure, which is not
+    # this __main__ module's class, so main() here would not recognise it.
+    from app.worker import main as _main
+
+    sys.exit(_main(sys.argv))

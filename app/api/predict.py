@@ -10,7 +10,7 @@ from starlette.responses import Response
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.codec import decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
-from app.registry import ModelVersion
+from app.registry import Registry
 
 router = APIRouter(tags=["predict"])
 
@@ -69,13 +69,19 @@ _JSON_TYPES = {"application/json", "text/plain", "application/x-www-form-urlenco
 TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request in seconds")
 
 
-async def _predict(mv: ModelVersion, request: Request, timeout_s: float) -> Response:
+async def _predict(
+    registry: Registry, name: str, version: int | None, request: Request, timeout_s: float
+) -> Response:
+    registry.get(name, version)  # 404 before reading the body
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}; send application/json"
         )
     payload = parse_json(await request.body())
+    # Resolve after the last await before submit: a version removed while the body arrived
+    # is never used, so requests for the default version always reach one that is serving.
+    mv = registry.get(name, version)
     signature = mv.model.signature
     inputs = decode_inputs(payload, signature.names, signature.required)
     output = await mv.batcher.submit(inputs, timeout_s)
@@ -94,7 +100,7 @@ async def predict(
     name: str, request: Request, _: ReaderDep, registry: RegistryDep, settings: SettingsDep,
     timeout_s: float | None = TimeoutQuery,
 ) -> Response:
-    return await _predict(registry.get(name), request, timeout_s or settings.request_timeout_s)
+    return await _predict(registry, name, None, request, timeout_s or settings.request_timeout_s)
 
 
 @router.post(
@@ -108,5 +114,4 @@ async def predict_version(
     name: str, version: int, request: Request, _: ReaderDep, registry: RegistryDep,
     settings: SettingsDep, timeout_s: float | None = TimeoutQuery,
 ) -> Response:
-    mv = registry.get(name, version)
-    return await _predict(mv, request, timeout_s or settings.request_timeout_s)
+    return await _predict(registry, name, version, request, timeout_s or settings.request_timeout_s)
