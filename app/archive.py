@@ -140,6 +140,12 @@ def inspect_zip(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:
     """Check a zip's structure and classify it as torch wrote it; 400 / 413 / 422 otherwise."""
     limits = limits or ZipLimits()
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PK\x03\x04":
+                raise InvalidArchiveError(
+                    "the upload is a damaged or truncated zip archive (its directory at the end "
+                    "is missing)"
+                )
         raise InvalidArchiveError(f"the upload is not a zip archive: {TORCHSCRIPT_HINT}")
     try:
         with zipfile.ZipFile(path) as zf:
