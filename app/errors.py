@@ -107,7 +107,7 @@ class DeadlineExceededError(ScriptServeError):
 
 # An absolute filesystem path of two or more parts that is not inside a word, so that
 # ``multipart/form-data`` stays (an API route in a message becomes <path> too: harmless).
-_PATH = re.compile(r"(?<![\w/.~-])/[^\s/\"'()<>,;]+/[^\s\"'()<>,;]*")
+_PATH = re.compile(r"(?<![\w/.~-])/[^\s/\"'()<>,;:]+/[^\s\"'()<>,;:]*")
 
 
 def redact_paths(text: str) -> str:
