@@ -65,6 +65,7 @@ class ModelVersion:
                 "reason": state.reason,
             },
             "queue_depth": self.batcher.queue_depth,
+            "in_flight": self.batcher.in_flight,
             **({"compile": meta["compile"]} if "compile" in meta else {}),
             **({"warnings": meta["warnings"]} if meta.get("warnings") else {}),
         }

@@ -18,7 +18,8 @@ def test_error_bodies_do_not_leak_internals(client, archives, settings, tmp_path
         zf.writestr("m/constants.pkl", b"\x80\x02).")
         zf.writestr("m/code/__torch__.py", b"class Broken(Module):\n  def forward(self\n")
     answers = [
-        client.post("/models/clf/predict", content=b"{not json", headers={"content-type": "application/json"}),
+        client.post("/models/clf/predict", content=b"{not json",
+                    headers={"content-type": "application/json"}),
         client.post("/models/clf/predict", json={"inputs": "text"}),
         client.post("/models/clf/predict", json={"inputs": [[1.0, 2.0]]}),  # wrong width
         client.post("/models/neg/predict", json={"inputs": [[-1.0]]}),  # the model raises
