@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import code, docs, handlers, health, models, predict
+from app.api import code, docs, handlers, health, models, openapi, predict
 from app.batching import BatchPolicy
 from app.config import Settings
 from app.examples import scripted_classifier
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     handlers.install(app)
     docs.install(app)
+    openapi.install(app)
     for router in (health.router, models.router, predict.router, code.router):
         app.include_router(router)
     app.add_middleware(
