@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     size."""
     trial_timeout_s: float = Field(120.0, gt=0)
     """Wall-clock (and CPU-time) limit of the trial-load process."""
+    max_concurrent_predictions: int = Field(512, ge=1)
+    """Most prediction requests inside the server at once (all models); more are answered
+    503 with Retry-After at once, before their body is read."""
     max_output_bytes: int = Field(256 * 1024**2, ge=1024)
     """Largest model output returned for one request, counted as raw tensor bytes before
     JSON encoding (422 ``output_too_large`` past it)."""

@@ -17,7 +17,7 @@ from app.batching import BatchPolicy
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.gate import ArchiveGate
-from app.middleware import BodyLimitMiddleware
+from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
 from app.registry import Registry
 from app.security import load_or_create_admin_token
 from app.store import ARCHIVE_FILE, ModelStore
@@ -74,6 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         exempt=frozenset({("POST", "/models")}),
+    )
+    app.add_middleware(  # outermost: sheds excess predictions before anything else runs
+        AdmissionMiddleware,
+        max_in_flight=settings.max_concurrent_predictions,
+        suffixes=("/predict",),
     )
     return app
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 import torch
@@ -99,3 +101,31 @@ def test_per_request_deadline_is_504(client, archives):
     r = client.post("/models/slow/predict?timeout_s=0.2", json={"inputs": [[0.0] * 320]})
     assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
     assert client.post("/models/slow/predict?timeout_s=0", json={"inputs": [[0.0]]}).status_code == 422
+
+
+def test_predictions_over_the_in_flight_limit_get_503_before_the_body_is_read(settings, archives):
+    limited = settings.model_copy(update={"max_concurrent_predictions": 1})
+    with TestClient(create_app(limited)) as c:
+        wait_ready(c)
+        r = upload(c, "held", archives["classifier"], batching="on", max_batch_size=64,
+                   max_batch_delay_ms=3000)
+        assert r.status_code == 201
+        first: list = []
+        holder = threading.Thread(target=lambda: first.append(
+            c.post("/models/held/predict", json={"inputs": [[0.0] * 320]})))
+        holder.start()
+        while c.get("/models/held").json()["versions"][0]["in_flight"] < 1:
+            time.sleep(0.01)
+
+        def never_sent():  # the server answers without reading this body
+            raise AssertionError("the body was read")
+            yield b""
+
+        r = c.post("/models/held/predict", content=never_sent(),
+                   headers={"content-type": "application/json", "content-length": "10"})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+        holder.join(30)
+        assert first[0].status_code == 200
+        assert c.post("/models/held/predict?timeout_s=0.1",
+                      json={"inputs": [[0.0] * 320]}).status_code == 504  # admitted again
