@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     """Load every new archive first in a separate, resource-limited process, so one that
     crashes, hangs or exhausts memory in libtorch fails alone (422). Turn off only for
     trusted archives (the in-process test client does, to save a process start per upload)."""
-    trial_memory_bytes: int = Field(6 * 1024**3, ge=256 * 1024**2)
+    trial_memory_bytes: int = Field(8 * 1024**3, ge=256 * 1024**2)
     """Address-space limit of the trial-load process, plus twice the archive's uncompressed
     size."""
     trial_timeout_s: float = Field(120.0, gt=0)

@@ -12,7 +12,8 @@ before loading a stored one at start-up, then ``check_loaded`` after either load
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ class ArchiveGate:
     zip_limits: ZipLimits = ZipLimits()
     trial_limits: TrialLimits = TrialLimits()
     trial: bool = True
+    # at most two trial processes at once, so concurrent uploads cannot multiply their memory
+    _trials: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(2), repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ArchiveGate:
@@ -56,7 +60,8 @@ class ArchiveGate:
         """Every check before a new archive is loaded in the server; raise 400 / 413 / 422."""
         info = self.recheck(path)
         if self.trial:
-            result = trial_load(path, info.uncompressed_bytes, self.trial_limits)
+            with self._trials:
+                result = trial_load(path, info.uncompressed_bytes, self.trial_limits)
             log.info("trial load passed: %s compiled functions checked", result.get("functions"))
         return info
 

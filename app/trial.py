@@ -26,7 +26,7 @@ ARCHIVE_NAME = "model.torchscript"
 class TrialLimits:
     """Limits of one trial load (``Settings.trial_*``)."""
 
-    memory_bytes: int = 6 * 1024**3
+    memory_bytes: int = 8 * 1024**3
     timeout_s: float = 120.0
 
 
