@@ -181,6 +181,38 @@ def _chain_problem(chain: list[str]) -> tuple[str, str] | None:
     return (op, problem) if problem else None
 
 
+# Lexer-independent second pass over the raw text (strings and comments included): if
+# Python's tokenizer and TorchScript's lexer ever disagreed on where code is, a refused op
+# written as ``torch.X`` / ``ops.NS.X`` or a custom class would still be found. It refuses
+# such names even inside a string, which real model code does not contain.
+_RAW_OP = re.compile(
+    r"(?<![\w.])(torch|ops)\s*\.\s*(?:autograd\s*\.\s*)*([A-Za-z_]\w*)(?:\s*\.\s*([A-Za-z_]\w*))?")
+_RAW_CLASS = re.compile(r"torch\s*\.\s*classes\s*\.\s*([A-Za-z_]\w*)")
+
+
+def _raw_findings(text: str, where: str) -> list[Finding]:
+    findings = []
+    for match in _RAW_OP.finditer(text):
+        root, first, second = match.groups()
+        if root == "torch":
+            op = f"aten::{first}"
+        elif second:
+            op = f"{first}::{second}"
+        else:
+            continue
+        problem = op_problem(op) if first != "classes" else None
+        if problem:
+            line = text.count("\n", 0, match.start()) + 1
+            findings.append(Finding(op, problem, f"{where} line {line}"))
+    for match in _RAW_CLASS.finditer(text):
+        qualified = f"__torch__.torch.classes.{match.group(1)}"
+        problem = class_problem(qualified)
+        if problem:
+            line = text.count("\n", 0, match.start()) + 1
+            findings.append(Finding(qualified, problem, f"{where} line {line}"))
+    return findings
+
+
 def scan_source(text: str, where: str) -> list[Finding]:
     """Refused operators and classes referenced in one TorchScript source file."""
     findings = []
@@ -193,6 +225,8 @@ def scan_source(text: str, where: str) -> list[Finding]:
         raise UnsafeArchiveError(
             f"the TorchScript source {where} cannot be read for screening ({type(exc).__name__})"
         ) from None
+    flagged = {f.where for f in findings}  # the raw pass adds only lines the tokens did not
+    findings += [f for f in _raw_findings(text, where) if f.where not in flagged]
     return findings
 
 

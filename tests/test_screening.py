@@ -103,9 +103,14 @@ def test_real_models_pass(archives, tmp_path):
     STATIC.check_loaded(torch.jit.load(str(tmp_path / "q.pt")))
 
 
-def test_source_scan_ignores_strings_and_other_roots():
-    text = 'def f(self, x):\n  s = "torch.save"\n  return self.save(x)\n'
+def test_source_scan_ignores_other_roots_but_not_refused_names_in_strings():
+    text = 'def f(self, x):\n  s = "a torch"\n  return self.save(torch.add(x, 1))\n'
     assert scan_source(text, "code/x.py") == []
+    # a second, lexer-independent pass: refused names are found even where the tokenizer
+    # sees a string or a comment, in case TorchScript's lexer ever disagreed
+    text = 'def f(x):\n  s = "torch.save(x)"\n  # ops.c10d.barrier(x)\n  return x\n'
+    assert [f.where for f in scan_source(text, "code/x.py")] == ["code/x.py line 2",
+                                                                  "code/x.py line 3"]
 
 
 def test_policy():
