@@ -22,6 +22,7 @@ from app.errors import (
     DeadlineExceededError,
     ModelExecutionError,
     NotReadyError,
+    OutputTooLargeError,
     OverloadedError,
     ScriptServeError,
 )
@@ -42,6 +43,7 @@ class BatchPolicy:
     max_queue_size: int = 1024
     workers: int = 1
     mode: BatchingMode = "auto"
+    max_output_bytes: int = 0  # raw tensor bytes of one request's output; 0: no limit
 
 
 @dataclass(eq=False)
@@ -92,6 +94,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._accepting = False
         self._busy = 0
+        self._waiting = 0  # submitted and not yet answered (touched on the event loop only)
         self._probe_lock = threading.Lock()
         self.executions = 0
         if policy.mode == "off":
@@ -132,7 +135,8 @@ class Batcher:
 
     @property
     def in_flight(self) -> int:
-        return len(self._queue) + self._busy
+        """Requests submitted and not yet answered: queued, batching or running."""
+        return self._waiting
 
     def probe_with(self, template: list[torch.Tensor]) -> ProbeResult | None:
         """Run the batch-safety probe now (idempotent; thread-safe)."""
@@ -168,11 +172,22 @@ class Batcher:
                 )
             self._queue.append(job)
             self._cond.notify()
-        timer = loop.call_later(timeout_s, _expire, job)
+        self._waiting += 1
+        timer = loop.call_later(timeout_s, self._expire, job)
         try:
             return await job.future
         finally:
             timer.cancel()
+            self._waiting -= 1
+
+    def _expire(self, job: Job) -> None:
+        """Deadline passed: answer 504 now and drop the job if it is still queued."""
+        job.expired = True
+        # the worker holds the lock only briefly (it waits for a batch with the lock released)
+        with self._cond, contextlib.suppress(ValueError):
+            self._queue.remove(job)
+        if not job.future.done():
+            job.future.set_exception(_deadline_error(self.label))
 
     # worker --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -288,17 +303,42 @@ class Batcher:
             job.batch_size = rows
         if self.observer is not None:
             self.observer(jobs, end - start)
-        _deliver(jobs, outputs)
+        if self.policy.max_output_bytes:
+            jobs, outputs = self._bounded(jobs, outputs)
+        if jobs:
+            _deliver(jobs, outputs)
+
+    def _bounded(self, jobs: list[Job], outputs: list[Any]) -> tuple[list[Job], list[Any]]:
+        """Fail the requests whose output is over the limit; keep the rest."""
+        limit = self.policy.max_output_bytes
+        kept_jobs, kept = [], []
+        for job, out in zip(jobs, outputs):
+            size = output_bytes(out)
+            if size > limit:
+                _resolve(job, OutputTooLargeError(
+                    f"the model's output for this request is {size} bytes, over the limit of "
+                    f"{limit} bytes; send fewer or smaller inputs"))
+            else:
+                kept_jobs.append(job)
+                kept.append(out)
+        return kept_jobs, kept
 
 
 def _deadline_error(label: str) -> DeadlineExceededError:
     return DeadlineExceededError(f"request to {label} exceeded its deadline before it ran")
 
 
-def _expire(job: Job) -> None:
-    job.expired = True
-    if not job.future.done():
-        job.future.set_exception(_deadline_error("the model"))
+def output_bytes(value: Any) -> int:
+    """Raw bytes of the tensors (and strings) in an output structure."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(output_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(output_bytes(k) + output_bytes(v) for k, v in value.items())
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    return 8
 
 
 def _deliver(jobs: list[Job], outputs: list[Any]) -> None:

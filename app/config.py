@@ -88,6 +88,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"architecture {path!r} is not an import path like 'pkg.module:Name'")
         return value
 
+    # hardening (docs/security.md) ---------------------------------------------------------
+    max_archive_entries: int = Field(10_000, ge=16)
+    """Most entries (files) in an uploaded archive (422 past it)."""
+    max_archive_uncompressed_bytes: int = Field(8 * 1024**3, ge=1024)
+    """Largest total uncompressed size an archive may declare (413 past it)."""
+    max_compression_ratio: float = Field(100.0, ge=2)
+    """Largest uncompressed/compressed ratio of an archive or of any entry over 1 MiB (422
+    past it: a zip bomb). torch writes tensors uncompressed, so real archives are near 1."""
+    trial_load: bool = True
+    """Load every new archive first in a separate, resource-limited process, so one that
+    crashes, hangs or exhausts memory in libtorch fails alone (422). Turn off only for
+    trusted archives (the in-process test client does, to save a process start per upload)."""
+    trial_memory_bytes: int = Field(8 * 1024**3, ge=256 * 1024**2)
+    """Address-space limit of the trial-load process, plus twice the archive's uncompressed
+    size."""
+    trial_timeout_s: float = Field(120.0, gt=0)
+    """Wall-clock (and CPU-time) limit of the trial-load process."""
+    max_concurrent_predictions: int = Field(512, ge=1)
+    """Most prediction requests inside the server at once (all models); more are answered
+    503 with Retry-After at once, before their body is read."""
+    max_output_bytes: int = Field(256 * 1024**2, ge=1024)
+    """Largest model output returned for one request, counted as raw tensor bytes before
+    JSON encoding (422 ``output_too_large`` past it)."""
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

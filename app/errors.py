@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ScriptServeError(Exception):
     """Base of every error the API reports to a client."""
@@ -22,6 +24,13 @@ class BadRequestError(ScriptServeError):
 
 class InvalidArchiveError(BadRequestError):
     code = "invalid_archive"
+
+
+class UnsafeArchiveError(ScriptServeError):
+    """The archive is a well-formed zip whose content the server refuses to run or unpack."""
+
+    status_code = 422
+    code = "unsafe_archive"
 
 
 class UnauthorizedError(ScriptServeError):
@@ -72,6 +81,12 @@ class ModelExecutionError(InputError):
     code = "model_error"
 
 
+class OutputTooLargeError(InputError):
+    """The model's output for this request is larger than the server returns."""
+
+    code = "output_too_large"
+
+
 class ModelLoadError(ScriptServeError):
     """An archive could not be loaded (at upload: the client's fault)."""
 
@@ -117,3 +132,13 @@ class NotReadyError(ScriptServeError):
 class DeadlineExceededError(ScriptServeError):
     status_code = 504
     code = "deadline_exceeded"
+
+
+# An absolute filesystem path of two or more parts that is not inside a word, so that
+# ``multipart/form-data`` stays (an API route in a message becomes <path> too: harmless).
+_PATH = re.compile(r"(?<![\w/.~-])/[^\s/\"'()<>,;:]+/[^\s\"'()<>,;:]*")
+
+
+def redact_paths(text: str) -> str:
+    """Replace filesystem paths in a client-facing message with ``<path>``."""
+    return _PATH.sub("<path>", text)

@@ -79,9 +79,12 @@ class PredictFastPath:
                 raise _InvalidRequest(f"version: must be an integer, got {version_text[:20]!r}")
             version = int(version_text)
         timeout_s = _timeout(scope, settings.request_timeout_s)
+        state.registry.get(name, version)  # 404 before reading the body
+        body = await _read_body(receive, headers, settings.max_body_bytes)
+        # Resolve after the last await before submit: a version removed while the body arrived
+        # is never used, so requests for the default version always reach one that is serving.
         mv = state.registry.get(name, version)
         attribute(scope, mv.batcher.observer)
-        body = await _read_body(receive, headers, settings.max_body_bytes)
         result = await prediction.predict(
             mv,
             headers.get(b"content-type", b"application/json").decode("latin-1"),

@@ -115,7 +115,8 @@ async def ingest(
             "no archive: send the TorchScript archive as form field 'file' "
             "(curl -F file=@model.torchscript)"
         )
-    require_torchscript(upload.path)
+    # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.gate)
+    require_torchscript(upload.path, registry.gate.zip_limits if registry.gate else None)
     try:
         examples = parse_examples(form.fields.get("example_inputs", ""))
     except SpecError as exc:

@@ -87,8 +87,8 @@ def run_isolated(
             target = workdir / name
             try:
                 os.link(source, target)
-            except OSError:
-                target.write_bytes(Path(source).read_bytes())
+            except OSError:  # another filesystem: copy in blocks, not through memory
+                shutil.copyfile(source, target)
         (workdir / PAYLOAD_FILE).write_text(json.dumps(payload))
         log_path = workdir / "stderr.txt"
         with open(log_path, "wb") as log:

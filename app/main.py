@@ -12,15 +12,16 @@ import torch
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import code, docs, handlers, health, models, predict, v2
+from app.api import code, docs, handlers, health, models, openapi, predict, v2
 from app.api import metrics as metrics_api
 from app.batching import BatchPolicy
 from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.fastpath import PredictFastPath
+from app.gate import ArchiveGate
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware
+from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
 from app.observability import RequestContextMiddleware
 from app.registry import Registry
 from app.security import load_or_create_admin_token
@@ -37,12 +38,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_batch_size=settings.max_batch_size,
         max_batch_delay_ms=settings.max_batch_delay_ms,
         max_queue_size=settings.max_queue_size,
+        max_output_bytes=settings.max_output_bytes,
     )
     metrics = Metrics() if settings.metrics_enabled else None
     registry = Registry(
         store, settings.device, policy,
         observer_factory=metrics.stats_for if metrics else None,
         load_observer=metrics.observe_load if metrics else None,
+        gate=ArchiveGate.from_settings(settings),
     )
     if metrics is not None:
         metrics.watch(registry)
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ready = False
     handlers.install(app)
     docs.install(app)
+    openapi.install(app)
     routers = (health.router, models.router, predict.router, code.router, v2.router, metrics_api.router)
     for router in routers:
         app.include_router(router)
@@ -88,6 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exempt=frozenset({("POST", "/models")}),
     )
     app.add_middleware(PredictFastPath, state=app.state)  # predictions skip the layers below
+    app.add_middleware(  # sheds excess predictions before anything else runs
+        AdmissionMiddleware,
+        max_in_flight=settings.max_concurrent_predictions,
+        suffixes=("/predict", "/infer"),
+    )
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
     return app
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from app.batching import Batcher, BatchObserver, BatchPolicy
-from app.errors import ConflictError, NotFoundError, NotReadyError
+from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
+from app.gate import ArchiveGate
 from app.observed import ObservedSignature
 from app.runtime import LoadedModel, resolve_device
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
@@ -71,6 +72,7 @@ class ModelVersion:
                 "reason": state.reason,
             },
             "queue_depth": self.batcher.queue_depth,
+            "in_flight": self.batcher.in_flight,
             **({"compile": meta["compile"]} if "compile" in meta else {}),
             **({"warnings": meta["warnings"]} if meta.get("warnings") else {}),
         }
@@ -96,8 +98,10 @@ class Registry:
         default_policy: BatchPolicy,
         observer_factory: ObserverFactory | None = None,
         load_observer: LoadObserver | None = None,
+        gate: ArchiveGate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate  # archive screening + trial load (app.gate); None trusts every archive
         self.default_device = default_device
         self.default_policy = default_policy
         self.observer_factory = observer_factory
@@ -143,7 +147,7 @@ class Registry:
                 try:
                     await self._activate(stored)
                 except Exception as exc:
-                    self.load_failures[key] = str(exc)[:300]
+                    self.load_failures[key] = redact_paths(str(exc))[:300]
                     log.error("could not load stored model %s: %s", key, exc)
         finally:
             self.loading = False
@@ -173,7 +177,11 @@ class Registry:
             device_request = device or self.default_device
             resolved = resolve_device(device_request, self.default_device)
             archive = staging / ARCHIVE_FILE
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.admit, archive)
             model = await self._load(archive, resolved)
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.check_loaded, model.module)
             template = example_inputs(extra_meta or {})
             if template is not None:
                 await asyncio.to_thread(warm_up, model, template)
@@ -200,7 +208,11 @@ class Registry:
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         resolved = resolve_device(stored.meta.get("device"), self.default_device)
+        if self.gate is not None:  # the rules may have tightened since it was stored
+            await asyncio.to_thread(self.gate.recheck, stored.archive)
         model = await self._load(stored.archive, resolved)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.check_loaded, model.module)
         entry = self._entry(stored.name)
         async with entry.lock:
             return await self._serve(stored, model)
@@ -226,6 +238,7 @@ class Registry:
             max_queue_size=base.max_queue_size,
             workers=saved.get("workers") or base.workers,
             mode=saved.get("mode", base.mode),
+            max_output_bytes=base.max_output_bytes,
         )
         observer = self.observer_factory(stored.name, stored.version) if self.observer_factory else None
         batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)

@@ -26,6 +26,7 @@ def settings(tmp_path: Path) -> Settings:
         device="cpu",
         install_example=False,
         gc_freeze=False,
+        trial_load=False,  # a process start per upload; real servers (LiveServer) keep it on
     )
 
 

@@ -76,6 +76,22 @@ class BatchMean(nn.Module):
         return x - x.mean(dim=0, keepdim=True)
 
 
+class SlowClassifier(nn.Module):
+    """The tutorial's classifier after a CPU-bound spin of about a second (holds requests in flight)."""
+
+    def __init__(self, iterations: int = 20_000) -> None:
+        super().__init__()
+        self.inner = Classification()
+        self.iterations = iterations
+        self.register_buffer("spin", torch.eye(256) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc = self.spin
+        for _ in range(self.iterations):
+            acc = torch.mm(acc, self.spin)
+        return self.inner(x) + 0.0 * acc[0, 0]
+
+
 BUILDERS = {
     "classifier": Classification,
     "input_confirm": InputConfirm,
@@ -86,6 +102,7 @@ BUILDERS = {
     "embed": Embed,
     "with_helper": WithHelper,
     "batch_mean": BatchMean,
+    "slow_classifier": SlowClassifier,
 }
 
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from app.errors import ScriptServeError
+from app.errors import ScriptServeError, redact_paths
 from app.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ async def _scriptserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ScriptServeError)
     if exc.status_code >= 500:
         log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.message)
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers, path=request.url.path)
+    return error_response(
+        exc.status_code, exc.code, redact_paths(exc.message), exc.headers, path=request.url.path
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -57,7 +59,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{where}: {err.get('msg')}")
     return error_response(
-        422, "invalid_request", "; ".join(problems) or "invalid request", path=request.url.path
+        422, "invalid_request", redact_paths("; ".join(problems)) or "invalid request",
+        path=request.url.path,
     )
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from app import prediction
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.observability import attribute
-from app.registry import ModelVersion
+from app.registry import Registry
 
 router = APIRouter(tags=["predict"])
 
@@ -74,13 +74,20 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request in seconds")
 
 
-async def _predict(mv: ModelVersion, request: Request, timeout_s: float, max_bytes: int) -> Response:
+async def _predict(
+    registry: Registry, name: str, version: int | None, request: Request, timeout_s: float, max_bytes: int
+) -> Response:
+    registry.get(name, version)  # 404 before reading the body
+    body = await request.body()
+    # Resolve after the last await before submit: a version removed while the body arrived
+    # is never used, so requests for the default version always reach one that is serving.
+    mv = registry.get(name, version)
     attribute(request.scope, mv.batcher.observer)
     result = await prediction.predict(
         mv,
         request.headers.get("content-type", "application/json"),
         request.headers.get("accept", ""),
-        await request.body(),
+        body,
         timeout_s,
         max_bytes,
     )
@@ -99,7 +106,7 @@ async def predict(
     timeout_s: float | None = TimeoutQuery,
 ) -> Response:
     return await _predict(
-        registry.get(name), request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
+        registry, name, None, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
     )
 
 
@@ -114,5 +121,6 @@ async def predict_version(
     name: str, version: int, request: Request, _: ReaderDep, registry: RegistryDep,
     settings: SettingsDep, timeout_s: float | None = TimeoutQuery,
 ) -> Response:
-    mv = registry.get(name, version)
-    return await _predict(mv, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes)
+    return await _predict(
+        registry, name, version, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
+    )

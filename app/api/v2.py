@@ -107,11 +107,16 @@ async def version_ready(
     return {"name": name, "version": str(mv.version), "ready": True}
 
 
-async def _infer(mv: ModelVersion, request: Request, settings: Settings) -> Response:
+async def _infer(
+    registry: Registry, name: str, version: str | None, request: Request, settings: Settings
+) -> Response:
+    _version(registry, name, version)  # 404 before reading the body
+    raw = await request.body()
+    # Resolve after the last await before submit: a version removed while the body arrived
+    # is never used, so requests for the default version always reach one that is serving.
+    mv = _version(registry, name, version)
     attribute(request.scope, mv.batcher.observer)
-    body = inflate(
-        await request.body(), request.headers.get("content-encoding"), settings.max_body_bytes
-    )
+    body = inflate(raw, request.headers.get("content-encoding"), settings.max_body_bytes)
     infer = parse_request(body, header_length(request.headers.get(HEADER_LENGTH)))
     names = mv.model.signature.names
     inputs = bind_inputs(infer.inputs, mv.model.signature)
@@ -137,7 +142,7 @@ async def _infer(mv: ModelVersion, request: Request, settings: Settings) -> Resp
 async def infer(
     name: str, request: Request, _: ReaderDep, registry: RegistryDep, settings: SettingsDep
 ) -> Response:
-    return await _infer(registry.get(name), request, settings)
+    return await _infer(registry, name, None, request, settings)
 
 
 @router.post(
@@ -151,4 +156,4 @@ async def infer_version(
     name: str, version: str, request: Request, _: ReaderDep, registry: RegistryDep,
     settings: SettingsDep,
 ) -> Response:
-    return await _infer(_version(registry, name, version), request, settings)
+    return await _infer(registry, name, version, request, settings)

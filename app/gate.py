@@ -1,0 +1,70 @@
+"""Admission of archives: every check an archive passes before the server loads it.
+
+1. zip structure and limits (``app.archive``): no torch, directory only;
+2. contents (``app.screening``): sources and pickles against the op policy;
+3. a trial load in a separate, resource-limited process (``app.trial``);
+4. after the server's own load: the graphs of every method again.
+
+The registry calls ``admit`` before loading a new version and ``recheck`` (steps 1-2)
+before loading a stored one at start-up, then ``check_loaded`` after either load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.archive import ArchiveInfo, ZipLimits, require_torchscript
+from app.config import Settings
+from app.screening import require_safe_module, screen_contents
+from app.trial import TrialLimits, trial_load
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchiveGate:
+    """The checks between an uploaded file and ``torch.jit.load`` in the server."""
+
+    zip_limits: ZipLimits = ZipLimits()
+    trial_limits: TrialLimits = TrialLimits()
+    trial: bool = True
+    # at most two trial processes at once, so concurrent uploads cannot multiply their memory
+    _trials: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(2), repr=False, compare=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ArchiveGate:
+        return cls(
+            zip_limits=ZipLimits(
+                max_entries=settings.max_archive_entries,
+                max_uncompressed_bytes=settings.max_archive_uncompressed_bytes,
+                max_compression_ratio=settings.max_compression_ratio,
+            ),
+            trial_limits=TrialLimits(
+                memory_bytes=settings.trial_memory_bytes, timeout_s=settings.trial_timeout_s
+            ),
+            trial=settings.trial_load,
+        )
+
+    def recheck(self, path: Path) -> ArchiveInfo:
+        """Structure and content screening (no torch); raise 400 / 413 / 422."""
+        info = require_torchscript(path, self.zip_limits)
+        screen_contents(path, info.prefix)
+        return info
+
+    def admit(self, path: Path) -> ArchiveInfo:
+        """Every check before a new archive is loaded in the server; raise 400 / 413 / 422."""
+        info = self.recheck(path)
+        if self.trial:
+            with self._trials:
+                result = trial_load(path, info.uncompressed_bytes, self.trial_limits)
+            log.info("trial load passed: %s compiled functions checked", result.get("functions"))
+        return info
+
+    def check_loaded(self, module: Any) -> None:
+        """The graphs of every method of a module the server has loaded; raise 422."""
+        require_safe_module(module)

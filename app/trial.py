@@ -1,0 +1,107 @@
+"""Trial load: load an uploaded archive first in a separate, resource-limited process.
+
+``torch.jit.load`` runs archive code (``__setstate__``) and parses attacker-controlled
+pickles in C++. Doing that first in a child process (``app.isolation``) means an archive
+that crashes, hangs or exhausts memory in libtorch kills only the child, and the server
+turns it into a 422. The child also checks the graph of every compiled function against
+the op policy (``app.screening``), so the server never loads an archive that fails it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.errors import ModelLoadError, UnsafeArchiveError, redact_paths
+from app.isolation import IsolationError, Limits, run_isolated
+
+TASK = "trial_load"
+ARCHIVE_NAME = "model.torchscript"
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    """Limits of one trial load (``Settings.trial_*``)."""
+
+    memory_bytes: int = 8 * 1024**3
+    timeout_s: float = 120.0
+
+
+def trial_load(path: Path, uncompressed_bytes: int, limits: TrialLimits) -> dict[str, Any]:
+    """Load ``path`` in a child process and check its graphs; raise a 422 if that fails."""
+    isolation = Limits(
+        memory_bytes=limits.memory_bytes + 2 * uncompressed_bytes,
+        cpu_seconds=max(1, math.ceil(limits.timeout_s)),
+        wall_seconds=limits.timeout_s,
+        threads=1,
+    )
+    try:
+        return run_isolated(TASK, {"archive": ARCHIVE_NAME}, isolation, files={ARCHIVE_NAME: path})
+    except IsolationError as exc:
+        raise _as_http_error(exc, limits) from None
+
+
+def _as_http_error(exc: IsolationError, limits: TrialLimits) -> Exception:
+    if exc.reason == "unsafe":
+        return UnsafeArchiveError(exc.message)
+    if exc.reason == "timeout" or exc.reason == "cpu_limit":
+        return ModelLoadError(
+            f"loading the archive did not finish within {limits.timeout_s:g} s in a trial "
+            "process (e.g. a __setstate__ that never returns); refused"
+        )
+    if exc.reason == "memory_limit":
+        return ModelLoadError(
+            "loading the archive exceeded the trial process's memory limit; refused"
+        )
+    if exc.reason == "crashed":
+        return ModelLoadError(
+            f"loading the archive crashed the trial process ({exc.message}); refused"
+        )
+    return ModelLoadError(f"could not load the TorchScript archive: {redact_paths(exc.message)}")
+
+
+# the child's side ------------------------------------------------------------------------
+def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
+    """Worker task: load the archive on the CPU and check every compiled function's graph."""
+    import torch
+
+    from app.screening import check_functions, check_module, refuse
+    from app.worker import TaskFailure
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    path = str(payload["archive"])
+    cpu = torch.device("cpu")
+    try:
+        if hasattr(torch._C, "import_ir_module"):
+            # torch.jit.load's own steps, keeping the CompilationUnit: it lists every compiled
+            # function, including ones only reachable through fork or class objects.
+            unit = torch._C.CompilationUnit()
+            module = torch._C.import_ir_module(unit, path, cpu, {}, False)
+            findings = check_functions(unit.get_functions())
+            functions = len(unit.get_functions())
+        else:  # a torch without the private entry point: check what the module exposes
+            loaded = torch.jit.load(path, map_location=cpu)
+            findings = check_module(loaded)
+            functions = -1
+            module = loaded
+    except RuntimeError as exc:
+        message = _cause(str(exc))
+        memory = "allocate memory" in message or "bad_alloc" in message
+        raise TaskFailure("memory_limit" if memory else "load_failed", message) from None
+    del module
+    if findings:
+        raise TaskFailure("unsafe", refuse(findings).message)
+    return {"functions": functions}
+
+
+def _cause(text: str) -> str:
+    """The line of a torch error that says what failed, without the interpreter's traceback."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for marker in ("RuntimeError: ", "Error: "):
+        hits = [ln for ln in lines if marker in ln]
+        if hits:
+            return hits[-1].split(marker, 1)[1][:300]
+    return (lines[0] if lines else "RuntimeError")[:300]
