@@ -294,6 +294,9 @@ class Batcher:
                 message = f"{self.label} ran out of device memory on this input ({rows} samples)"
             else:
                 message = f"the model raised: {model_message(exc)}"
+                if any(not t.is_floating_point() for t in jobs[0].inputs if isinstance(t, torch.Tensor)):
+                    message += (" (the inputs were integer tensors: JSON numbers without a decimal "
+                                'point decode as int64; send 1.0 rather than 1, or give "dtype")')
             _resolve(jobs[0], ModelExecutionError(message))
             return
         end = time.monotonic()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from app import npy
-from app.codec import decode_inputs, dump_json, parse_json, to_wire
+from app.codec import DTYPES, decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
 from app.registry import ModelVersion
 
@@ -26,7 +26,8 @@ def decode(content_type: str, body: bytes, mv: ModelVersion, max_bytes: int) -> 
     """Request body -> positional input tensors, by content type."""
     signature = mv.model.signature
     if content_type in JSON_TYPES or content_type.endswith("+json"):
-        return decode_inputs(parse_json(body), signature.names, signature.required)
+        inputs = decode_inputs(parse_json(body), signature.names, signature.required)
+        return [_as_expected(mv, name, t) for name, t in zip(signature.names, inputs)]
     if content_type == npy.NPY:
         return npy.decode_npy(body, signature.names)
     if content_type == npy.NPZ:
@@ -34,6 +35,30 @@ def decode(content_type: str, body: bytes, mv: ModelVersion, max_bytes: int) -> 
     raise UnsupportedMediaTypeError(
         f"unsupported content type {content_type!r}; send application/json, {npy.NPY} or {npy.NPZ}"
     )
+
+
+def _as_expected(mv: ModelVersion, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """JSON integers for an input the model is known to take as floats become those floats.
+
+    JSON has one number type: ``[[1, 2]]`` decodes as int64. Where the version's example
+    inputs or earlier successful requests show a floating dtype for this input, use it.
+    """
+    if tensor.dtype != torch.int64:
+        return tensor
+    seen = mv.observed.inputs.get(name)
+    expected = seen.dtype if seen is not None else _example_dtype(mv, name)
+    if expected is not None and expected.is_floating_point:
+        return tensor.to(expected)
+    return tensor
+
+
+def _example_dtype(mv: ModelVersion, name: str) -> torch.dtype | None:
+    examples = mv.stored.meta.get("example_inputs") or []
+    names = mv.model.signature.names
+    index = names.index(name)
+    if index < len(examples):
+        return DTYPES.get(examples[index].get("dtype") or "float32")
+    return None
 
 
 async def predict(

@@ -154,3 +154,19 @@ def test_versioned_predict_and_unknown_version(served, archives):
 def test_input_confirm_answers_both_branches(served):
     assert predict(served, "input_confirm", [[1.0, 2.0]]).json()["outputs"] == [[1.0, 2.0]]
     assert predict(served, "input_confirm", [[-1.0, -2.0]]).json()["outputs"] == [[1.0, 2.0]]
+
+
+def test_integer_json_for_a_float_model_is_explained_then_learnt(served):
+    status, code, msg = error(predict(served, "classifier", [[1] * 320]))
+    assert status == 422 and "send 1.0 rather than 1" in msg
+    assert predict(served, "classifier", [[0.5] * 320]).status_code == 200
+    ok = predict(served, "classifier", [[1] * 320])  # the float input is now known
+    assert ok.status_code == 200
+    same = predict(served, "classifier", [[1.0] * 320]).json()["outputs"]
+    assert ok.json()["outputs"] == same
+
+
+def test_example_inputs_declare_float_inputs(client, archives):
+    r = upload(client, "c", archives["classifier"], example_inputs='[{"shape": [1, 320]}]')
+    assert r.status_code == 201, r.text
+    assert predict(client, "c", [[1] * 320]).status_code == 200
