@@ -304,12 +304,13 @@ class Batcher:
         for job in jobs:
             job.finished_at = end
             job.batch_size = rows
-        if self.observer is not None:
-            self.observer(jobs, end - start)
+        executed = jobs
         if self.policy.max_output_bytes:
             jobs, outputs = self._bounded(jobs, outputs)
         if jobs:
             _deliver(jobs, outputs)
+        if self.observer is not None:  # after the hand-off: recording never delays answers
+            self.observer(executed, end - start)
 
     def _bounded(self, jobs: list[Job], outputs: list[Any]) -> tuple[list[Job], list[Any]]:
         """Fail the requests whose output is over the limit; keep the rest."""
