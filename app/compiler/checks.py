@@ -16,14 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.codec import DTYPES
 from app.compiler.report import CheckResult, Redactor, TracerNote
 from app.compiler.spec import CompileFailure
 
-DTYPES: dict[str, torch.dtype] = {
-    "float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
-    "bfloat16": torch.bfloat16, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
-    "int64": torch.int64, "uint8": torch.uint8, "bool": torch.bool,
-}
 ATOL, RTOL = 1e-5, 1e-4  # compiled vs eager: same kernels, same order; near bit-exact
 HALF_ATOL, HALF_RTOL = 1e-2, 1e-2  # float16 / bfloat16 outputs
 OPTIMIZED_ATOL, OPTIMIZED_RTOL = 1e-4, 1e-3  # freeze + fusion may reorder float sums
