@@ -61,12 +61,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--port", type=int, default=18700)
+    ap.add_argument("--a-a", action="store_true",
+                    help="control run: metrics off on both servers, to see the method's own bias")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="scriptserve-ovh-") as tmp:
         body = Path(tmp) / "body.json"
         body.write_text(json.dumps({"inputs": [[0.01 * i for i in range(320)]]}))
         ports = {True: args.port, False: args.port + 1}
-        procs = [start(ports[m], Path(tmp) / f"store-{m}", m) for m in (True, False)]
+        procs = [start(ports[m], Path(tmp) / f"store-{m}", m and not args.a_a) for m in (True, False)]
         try:
             for m in (True, False):
                 burst(ports[m], body, 2, args.connections)  # warm-up
@@ -82,6 +84,8 @@ def main() -> int:
                 p.wait(30)
     ratios = [a / b for a, b in zip(on, off)]
     med = statistics.median
+    if args.a_a:
+        print("control run: both servers have metrics off ('on' is the first server)")
     print(f"metrics on : median {med(on):.0f} req/s  {[round(x) for x in on]}")
     print(f"metrics off: median {med(off):.0f} req/s  {[round(x) for x in off]}")
     print(f"on/off per round: median {med(ratios):.3f} (cost {100 * (1 - med(ratios)):+.1f}%), "
