@@ -62,9 +62,5 @@ def upload(client, name: str, path: Path, **fields) -> object:
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path / "live-store", token=TOKEN)
-    server.start()
-    try:
+    with LiveServer(tmp_path / "live-store", token=TOKEN) as server:
         yield server
-    finally:
-        server.stop()

@@ -88,6 +88,19 @@ class LiveServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def __enter__(self) -> LiveServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def upload(self, name: str, path: Path, filename: str | None = None, **fields: str) -> httpx.Response:
+        """POST /models with the admin token: the archive at ``path`` as ``name``."""
+        with open(path, "rb") as fh:
+            return httpx.post(f"{self.url}/models", headers=self.auth, timeout=120,
+                              data={"name": name, **fields}, files={"file": (filename or path.name, fh)})
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -33,21 +33,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(folder: Path, archives) -> Iterator[LiveServer]:
-    live = LiveServer(folder / "store", token=TOKEN, SCRIPTSERVE_TRIAL_TIMEOUT_S="20")
-    live.start()
-    try:
-        r = post_archive(live, "good", archives["classifier"])
+    with LiveServer(folder / "store", token=TOKEN, SCRIPTSERVE_TRIAL_TIMEOUT_S="20") as live:
+        r = live.upload("good", archives["classifier"])
         assert r.status_code == 201, r.text
         live.expected = predict(live)  # type: ignore[attr-defined]
         yield live
-    finally:
-        live.stop()
-
-
-def post_archive(server: LiveServer, name: str, path: Path, filename: str | None = None):
-    with open(path, "rb") as fh:
-        return httpx.post(f"{server.url}/models", headers=server.auth, timeout=120,
-                          data={"name": name}, files={"file": (filename or path.name, fh)})
 
 
 def predict(server: LiveServer) -> list:
@@ -57,7 +47,7 @@ def predict(server: LiveServer) -> list:
 
 
 def refused(server: LiveServer, path: Path, status: int, code: str, *named: str) -> str:
-    r = post_archive(server, "evil", path)
+    r = server.upload("evil", path)
     assert r.status_code == status, r.text
     body = r.json()["error"]
     assert body["code"] == code, body
@@ -153,9 +143,9 @@ def test_truncated_random_and_empty_uploads_are_400(server, folder, archives):
 
 
 def test_traversal_in_model_name_and_filename_is_harmless(server, archives):
-    r = post_archive(server, "../../etc", archives["classifier"])
+    r = server.upload("../../etc", archives["classifier"])
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
-    r = post_archive(server, "evil", archives["classifier"], filename="../../../tmp/scriptserve-x")
+    r = server.upload("evil", archives["classifier"], filename="../../../tmp/scriptserve-x")
     assert r.status_code == 201
     assert not Path("/tmp/scriptserve-x").exists()
     assert httpx.delete(f"{server.url}/models/evil", headers=server.auth).status_code == 200
@@ -169,7 +159,7 @@ def test_load_that_spins_is_killed_in_its_trial_process(server, base, folder):
         "    i = 0\n    while torch.lt(i, 1000000000000):\n      i = torch.add(i, 1)\n"),
         data_pkl=hostile.SETSTATE_PKL)
     result: dict = {}
-    upload = threading.Thread(target=lambda: result.update(r=post_archive(server, "evil", path)))
+    upload = threading.Thread(target=lambda: result.update(r=server.upload("evil", path)))
     upload.start()
     assert_healthy(server, idle=False)  # the server answers while the trial process spins
     upload.join(120)
@@ -183,7 +173,7 @@ def test_load_that_allocates_without_bound_fails_in_its_trial_process(server, ba
     path = hostile.edit(base, folder / "alloc.pt", hostile.with_setstate(
         "    _0 = torch.ones([68719476736])\n    state = bool(torch.gt(torch.sum(_0), 0.))\n"),
         data_pkl=hostile.SETSTATE_PKL)
-    r = post_archive(server, "evil", path)
+    r = server.upload("evil", path)
     assert r.status_code == 422 and r.json()["error"]["code"] == "model_load_failed", r.text
     assert "memory limit" in r.json()["error"]["message"]
     assert_no_leak(r.text, server.store)

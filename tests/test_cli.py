@@ -35,12 +35,8 @@ class Wide(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("cli-live") / "store", token=TOKEN)
-    live.start()
-    try:
+    with LiveServer(tmp_path_factory.mktemp("cli-live") / "store", token=TOKEN) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

@@ -18,12 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    live = LiveServer(tmp_path_factory.mktemp("client-live") / "store", token=TOKEN)
-    live.start()
-    try:
+    with LiveServer(tmp_path_factory.mktemp("client-live") / "store", token=TOKEN) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

@@ -23,23 +23,13 @@ X = [[0.25] * 320]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path / "store", token=TOKEN)
-    live.start()
-    try:
+    with LiveServer(tmp_path / "store", token=TOKEN) as live:
         yield live
-    finally:
-        live.stop()
-
-
-def post_archive(server: LiveServer, name: str, path: Path, **fields: str) -> httpx.Response:
-    with open(path, "rb") as fh:
-        return httpx.post(f"{server.url}/models", headers=server.auth, timeout=120,
-                          data={"name": name, **fields}, files={"file": (path.name, fh)})
 
 
 def held_requests(server: LiveServer, count: int) -> tuple[list[threading.Thread], list]:
     """Upload a model whose forward takes seconds; put ``count`` requests in flight."""
-    r = post_archive(server, "held", server.archive, batching="on",  # type: ignore[attr-defined]
+    r = server.upload("held", server.archive, batching="on",  # type: ignore[attr-defined]
                      max_batch_size="64")
     assert r.status_code == 201, r.text
     results: list = []
@@ -95,7 +85,7 @@ def test_deleting_a_version_answers_its_in_flight_requests_first(server, archive
 
 def test_new_version_swaps_in_under_load_with_zero_failed_requests(server, tmp_path):
     first, second = fakes.save("classifier", tmp_path, 0), fakes.save("classifier", tmp_path, 1)
-    assert post_archive(server, "clf", first).status_code == 201
+    assert server.upload("clf", first).status_code == 201
     stop = threading.Event()
     seen: list[tuple[int, int | None]] = []
 
@@ -110,7 +100,7 @@ def test_new_version_swaps_in_under_load_with_zero_failed_requests(server, tmp_p
         t.start()
     while len(seen) < 20:
         time.sleep(0.01)
-    assert post_archive(server, "clf", second).status_code == 201
+    assert server.upload("clf", second).status_code == 201
     r = httpx.delete(f"{server.url}/models/clf/versions/1", headers=server.auth, timeout=60)
     assert r.status_code == 200
     count = len(seen)

@@ -36,10 +36,8 @@ MODELS = {"clf": "classifier", "multi": "add_scaled"}
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
-    server = LiveServer(folder / "store", token=TOKEN, SCRIPTSERVE_LOG_LEVEL="warning",
-                        SCRIPTSERVE_REQUEST_TIMEOUT_S="5")
-    server.start()
-    try:
+    with LiveServer(folder / "store", token=TOKEN, SCRIPTSERVE_LOG_LEVEL="warning",
+                        SCRIPTSERVE_REQUEST_TIMEOUT_S="5") as server:
         for name, builder in MODELS.items():
             path = fakes.save(builder, folder)
             with open(path, "rb") as fh:
@@ -47,8 +45,6 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
                                data={"name": name}, files={"file": (path.name, fh)})
             assert r.status_code == 201, r.text
         yield server
-    finally:
-        server.stop()
 
 
 def _operations() -> list:

@@ -11,12 +11,6 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-def upload(server, name, path, **fields):
-    with open(path, "rb") as fh:
-        return httpx.post(f"{server.url}/models", headers=server.auth, timeout=60,
-                          data={"name": name, **fields}, files={"file": (path.name, fh)})
-
-
 def predict(server, name, inputs, version=None):
     path = f"/models/{name}/predict" if version is None else \
         f"/models/{name}/versions/{version}/predict"
@@ -24,9 +18,9 @@ def predict(server, name, inputs, version=None):
 
 
 def test_restart_keeps_every_model_and_version(live_server, archives):
-    assert upload(live_server, "clf", archives["classifier"]).status_code == 201
-    assert upload(live_server, "clf", archives["input_confirm"]).status_code == 201
-    assert upload(live_server, "multi", archives["add_scaled"]).status_code == 201
+    assert live_server.upload("clf", archives["classifier"]).status_code == 201
+    assert live_server.upload("clf", archives["input_confirm"]).status_code == 201
+    assert live_server.upload("multi", archives["add_scaled"]).status_code == 201
     x = torch.randn(2, 320)
     before = predict(live_server, "clf", x.tolist(), version=1).json()["outputs"]
     live_server.restart()
@@ -40,7 +34,7 @@ def test_restart_keeps_every_model_and_version(live_server, archives):
 
 
 def test_kill_9_loses_nothing_committed(live_server, archives):
-    assert upload(live_server, "clf", archives["classifier"]).status_code == 201
+    assert live_server.upload("clf", archives["classifier"]).status_code == 201
     live_server.kill()
     staging = live_server.store / ".staging" / "deadbeef"
     staging.mkdir(parents=True)
@@ -52,7 +46,7 @@ def test_kill_9_loses_nothing_committed(live_server, archives):
 
 
 def test_sigterm_exits_cleanly(live_server, archives):
-    assert upload(live_server, "clf", archives["classifier"]).status_code == 201
+    assert live_server.upload("clf", archives["classifier"]).status_code == 201
     log = live_server.log_path
     # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is a clean exit too
     assert live_server.stop() in (0, -signal.SIGTERM)

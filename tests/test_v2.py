@@ -288,17 +288,13 @@ def triton_server(tmp_path_factory, archives):
     from tests.conftest import TOKEN
     from tests.server import LiveServer
 
-    server = LiveServer(tmp_path_factory.mktemp("v2-live") / "store", token=TOKEN)
-    server.start()
-    try:
+    with LiveServer(tmp_path_factory.mktemp("v2-live") / "store", token=TOKEN) as server:
         for name in ("classifier", "tuple_out", "add_scaled", "dict_out"):
             with open(archives[name], "rb") as fh:
                 r = httpx.post(f"{server.url}/models", headers=server.auth, timeout=60,
                                data={"name": name}, files={"file": (fh.name, fh)})
             assert r.status_code == 201, r.text
         yield server
-    finally:
-        server.stop()
 
 
 def native(server, name, x: torch.Tensor) -> list[np.ndarray]:
