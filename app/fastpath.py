@@ -2,7 +2,7 @@
 
 Predictions are the hot path: FastAPI's routing, dependency solving and response classes
 cost more CPU per request than decoding, batching and encoding together (py-spy, 2 cores).
-This layer answers prediction paths directly with the same core (``app.prediction``), the
+This layer answers prediction paths directly with the same core (``app.serving.prediction``), the
 same auth, limits and error bodies, and passes everything else to the app.
 """
 
@@ -16,11 +16,11 @@ from urllib.parse import parse_qs
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import prediction
 from app.codec import dump_json
 from app.errors import InputError, PayloadTooLargeError, ScriptServeError
 from app.observability import attribute
 from app.security import check_token
+from app.serving import prediction
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.archive import require_torchscript
-from app.batching import BatchPolicy
 from app.compiler import service as compiler_service
 from app.compiler.service import Compiler
 from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
-from app.registry import ModelVersion, Registry
+from app.serving.batching import BatchPolicy
+from app.serving.registry import ModelVersion, Registry
 from app.store import ARCHIVE_FILE, validate_name
 from app.upload import UploadForm
 

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import code, docs, handlers, health, models, openapi, predict, v2
 from app.api import metrics as metrics_api
-from app.batching import BatchPolicy
 from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
@@ -23,8 +22,9 @@ from app.gate import ArchiveGate
 from app.metrics import Metrics
 from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
 from app.observability import RequestContextMiddleware
-from app.registry import Registry
 from app.security import load_or_create_admin_token
+from app.serving.batching import BatchPolicy
+from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
 
 log = logging.getLogger(__name__)

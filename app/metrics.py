@@ -29,7 +29,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 
 from app.errors import ScriptServeError
-from app.registry import ModelVersion, Registry
+from app.serving.registry import ModelVersion, Registry
 from app.stats import BATCH_BOUNDS, GRID, STATUSES, VersionStats
 
 LATENCY_BUCKETS = (

@@ -21,10 +21,10 @@ import torch
 
 from app.errors import BadRequestError, InputError, PayloadTooLargeError
 from app.observed import OUTPUT_PREFIX, TensorSpec, name_outputs
-from app.runtime import Signature
+from app.serving.runtime import Signature
 
 if TYPE_CHECKING:
-    from app.registry import ModelVersion
+    from app.serving.registry import ModelVersion
 
 DATATYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,

@@ -103,7 +103,7 @@ PY
 # (attribute + end-to-end record in the middleware + a one-request batch through the observer).
 $py - <<'PY'
 import time, timeit
-from app.batching import Job
+from app.serving.batching import Job
 from app.observability import attribute
 from app.stats import OK, VersionStats
 

@@ -8,9 +8,9 @@ import threading
 import pytest
 import torch
 
-from app.batching import Batcher, BatchPolicy
 from app.errors import ModelExecutionError, OverloadedError
-from app.runtime import LoadedModel
+from app.serving.batching import Batcher, BatchPolicy
+from app.serving.runtime import LoadedModel
 from tests import fakes
 
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from app.batching import Batcher, BatchPolicy
-from app.runtime import LoadedModel
+from app.serving.batching import Batcher, BatchPolicy
+from app.serving.runtime import LoadedModel
 from tests import fakes
 from tests.conftest import upload
 

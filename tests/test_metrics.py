@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from app.runtime import LoadedModel
+from app.serving.runtime import LoadedModel
 from tests.conftest import AUTH, upload, wait_ready
 
 ROW = [0.5] * 320  # one sample for the classifier (Linear 320 -> ...)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from app.probe import probe, variants
+from app.serving.batch_safety import probe, variants
 from tests import fakes
 
 

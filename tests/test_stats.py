@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from app.batching import Job
 from app.metrics import LATENCY_BUCKETS
+from app.serving.batching import Job
 from app.stats import (
     CLIENT_ERROR,
     GRID,

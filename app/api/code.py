@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from app.api.deps import ReaderDep, RegistryDep
-from app.codeview import as_text, module_code
+from app.serving.code_view import as_text, module_code
 
 router = APIRouter(tags=["code"])
 

@@ -12,8 +12,8 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.metrics import Metrics
-from app.registry import Registry
 from app.security import check_token
+from app.serving.registry import Registry
 from app.store import ModelStore
 
 

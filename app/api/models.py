@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, JSONResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
-from app.batching import BatchPolicy
 from app.config import Settings
 from app.ingest import FILE_FIELDS, FORM_FIELDS, ingest
+from app.serving.batching import BatchPolicy
 from app.upload import read_multipart
 
 router = APIRouter(tags=["models"])

@@ -2,7 +2,7 @@
 
 On a running app, ``app.fastpath.PredictFastPath`` answers these paths before FastAPI's
 routing and dependency solving (a large share of per-request CPU); both call
-``app.prediction.predict``, so behaviour is the same either way.
+``app.serving.prediction.predict``, so behaviour is the same either way.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app import prediction
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.observability import attribute
-from app.registry import Registry
+from app.serving import prediction
+from app.serving.registry import Registry
 
 router = APIRouter(tags=["predict"])
 

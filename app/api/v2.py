@@ -26,7 +26,7 @@ from app.oip import (
     model_metadata,
     parse_request,
 )
-from app.registry import ModelVersion, Registry
+from app.serving.registry import ModelVersion, Registry
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 

@@ -9,7 +9,7 @@ import torch
 from app import npy
 from app.codec import DTYPES, decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
-from app.registry import ModelVersion
+from app.serving.registry import ModelVersion
 
 # curl -d sends form-urlencoded by default; the body is still JSON, so take it.
 JSON_TYPES = frozenset({"application/json", "text/plain", "application/x-www-form-urlencoded", ""})

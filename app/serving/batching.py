@@ -1,7 +1,7 @@
 """When to batch: a bounded queue per model version, inference threads, deadlines, futures.
 
-How to batch (collate / forward / split) lives in ``app.runtime``; whether a model may be
-batched at all is decided once by ``app.probe``.
+How to batch (collate / forward / split) lives in ``app.serving.runtime``; whether a model may be
+batched at all is decided once by ``app.serving.batch_safety``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from app.errors import (
     OverloadedError,
     ScriptServeError,
 )
-from app.probe import ProbeResult, probe
-from app.runtime import LoadedModel, batch_key, batch_rows, collate, split
+from app.serving.batch_safety import ProbeResult, probe
+from app.serving.runtime import LoadedModel, batch_key, batch_rows, collate, split
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from app.runtime import SplitError, collate, split
+from app.serving.runtime import SplitError, collate, split
 
 Forward = Callable[[list[torch.Tensor]], Any]
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from app.batching import model_message
 from app.compiler.checks import example_tensors
 from app.compiler.spec import CompileFailure
 from app.errors import ModelLoadError
-from app.runtime import LoadedModel
+from app.serving.batching import model_message
+from app.serving.runtime import LoadedModel
 
 
 def example_inputs(meta: dict[str, Any]) -> list[torch.Tensor] | None:
