@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import torch
 
-from app.oip import DATATYPE_OF, DATATYPES
+from app.wire.v2 import DATATYPE_OF, DATATYPES
 
 OutputKind = Literal["numpy", "torch", "json"]
 TensorLike = Any  # torch.Tensor | np.ndarray | nested list | number

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.codec import dump_json
 from app.errors import InputError, PayloadTooLargeError, ScriptServeError
 from app.observability import attribute
 from app.security import check_token
 from app.serving import prediction
+from app.wire.native import dump_json
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import orjson
 import pytest
 import torch
 
-from app.codec import decode_inputs, dump_json, to_tensor, to_wire
 from app.errors import BadRequestError, InputError
+from app.wire.native import decode_inputs, dump_json, to_tensor, to_wire
 
 
 def test_floats_default_to_float32_and_ints_to_int64():

@@ -17,7 +17,8 @@ from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.config import Settings
 from app.errors import NotFoundError
 from app.observability import attribute
-from app.oip import (
+from app.serving.registry import ModelVersion, Registry
+from app.wire.v2 import (
     HEADER_LENGTH,
     bind_inputs,
     encode_response,
@@ -26,7 +27,6 @@ from app.oip import (
     model_metadata,
     parse_request,
 )
-from app.serving.registry import ModelVersion, Registry
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 

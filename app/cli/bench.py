@@ -58,7 +58,7 @@ def made_up_inputs(metadata: dict[str, Any], batch: int) -> dict[str, Any]:
     """Random inputs matching the v2 metadata (-1 dims become ``batch``)."""
     import torch
 
-    from app.oip import DATATYPES, UNKNOWN
+    from app.wire.v2 import DATATYPES, UNKNOWN
 
     inputs = {}
     for spec in metadata["inputs"]:

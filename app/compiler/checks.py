@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.codec import DTYPES
 from app.compiler.report import CheckResult, Redactor, TracerNote
 from app.compiler.spec import CompileFailure
+from app.wire.native import DTYPES
 
 ATOL, RTOL = 1e-5, 1e-4  # compiled vs eager: same kernels, same order; near bit-exact
 HALF_ATOL, HALF_RTOL = 1e-2, 1e-2  # float16 / bfloat16 outputs

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from app import npy
-from app.codec import DTYPES, decode_inputs, dump_json, parse_json, to_wire
 from app.errors import UnsupportedMediaTypeError
 from app.serving.registry import ModelVersion
+from app.wire import npy
+from app.wire.native import DTYPES, decode_inputs, dump_json, parse_json, to_wire
 
 # curl -d sends form-urlencoded by default; the body is still JSON, so take it.
 JSON_TYPES = frozenset({"application/json", "text/plain", "application/x-www-form-urlencoded", ""})

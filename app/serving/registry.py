@@ -18,11 +18,11 @@ from typing import Any
 
 from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
 from app.gate import ArchiveGate
-from app.observed import ObservedSignature
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.runtime import LoadedModel, resolve_device
 from app.serving.warmup import example_inputs, warm_up
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
+from app.wire.shapes import ObservedSignature
 
 log = logging.getLogger(__name__)
 

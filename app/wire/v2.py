@@ -20,8 +20,8 @@ import orjson
 import torch
 
 from app.errors import BadRequestError, InputError, PayloadTooLargeError
-from app.observed import OUTPUT_PREFIX, TensorSpec, name_outputs
 from app.serving.runtime import Signature
+from app.wire.shapes import OUTPUT_PREFIX, TensorSpec, name_outputs
 
 if TYPE_CHECKING:
     from app.serving.registry import ModelVersion

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.codec import to_wire
 from app.errors import BadRequestError, InputError
+from app.wire.native import to_wire
 
 NPY = "application/x-npy"
 NPZ = "application/x-npz"
