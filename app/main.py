@@ -18,7 +18,7 @@ from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.fastpath import PredictFastPath
-from app.gate import ArchiveGate
+from app.intake.gate import ArchiveGate
 from app.metrics import Metrics
 from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
 from app.observability import RequestContextMiddleware

@@ -36,7 +36,7 @@ def _echo(payload: dict[str, Any]) -> dict[str, Any]:
 TASKS: dict[str, str | Task] = {
     "echo": _echo,
     "compile": "app.compiler.task:compile_task",
-    "trial_load": "app.trial:run_trial",
+    "trial_load": "app.intake.trial:run_trial",
 }
 
 

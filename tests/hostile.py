@@ -2,7 +2,7 @@
 
 A scripted module cannot call ``torch.save``, so the op archives are real archives of a
 tiny module whose ``code/__torch__.py`` (and ``data.pkl``) are edited inside the zip: torch
-loads and runs them exactly as written (the tests of ``app.screening`` show that it does).
+loads and runs them exactly as written (the tests of ``app.intake.screening`` show that it does).
 Zips with lying headers (50 GB declared, symlinks, encryption flags, overlapping entries)
 are written byte by byte, so nothing large is ever written to disk.
 """

@@ -1,4 +1,4 @@
-"""Zip structure and limits before torch sees an upload (app.archive)."""
+"""Zip structure and limits before torch sees an upload (app.intake.archive)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from app.archive import ZipLimits, check_entry_name, inspect_zip
 from app.errors import InvalidArchiveError, PayloadTooLargeError, UnsafeArchiveError
+from app.intake.archive import ZipLimits, check_entry_name, inspect_zip
 from tests import hostile
 from tests.hostile import Entry, raw_zip, torchscript_entries
 

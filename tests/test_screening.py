@@ -1,4 +1,4 @@
-"""Screening TorchScript sources, pickles and graphs for side effects (app.screening)."""
+"""Screening TorchScript sources, pickles and graphs for side effects (app.intake.screening)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from app.errors import InvalidArchiveError, UnsafeArchiveError
-from app.gate import ArchiveGate
-from app.screening import check_functions, check_module, op_problem, scan_source
-from app.trial import TrialLimits, trial_load
+from app.intake.gate import ArchiveGate
+from app.intake.screening import check_functions, check_module, op_problem, scan_source
+from app.intake.trial import TrialLimits, trial_load
 from tests import hostile
 
 STATIC = ArchiveGate(trial=False)

@@ -9,9 +9,9 @@ from starlette.responses import FileResponse, JSONResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
 from app.config import Settings
-from app.ingest import FILE_FIELDS, FORM_FIELDS, ingest
+from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest
+from app.intake.multipart import read_multipart
 from app.serving.batching import BatchPolicy
-from app.upload import read_multipart
 
 router = APIRouter(tags=["models"])
 

@@ -33,8 +33,8 @@ from app.compiler.spec import (
 from app.compiler.task import OUTPUT_FILE, SOURCE_FILE, WEIGHTS_FILE
 from app.config import Settings
 from app.errors import BadRequestError, CompileError, ForbiddenError
+from app.intake.multipart import UploadedFile, UploadForm
 from app.isolation import IsolationError, Limits, run_isolated
-from app.upload import UploadedFile, UploadForm
 
 log = logging.getLogger(__name__)
 

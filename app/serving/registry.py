@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
-from app.gate import ArchiveGate
+from app.intake.gate import ArchiveGate
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.runtime import LoadedModel, resolve_device
 from app.serving.warmup import example_inputs, warm_up
@@ -101,7 +101,7 @@ class Registry:
         gate: ArchiveGate | None = None,
     ) -> None:
         self.store = store
-        self.gate = gate  # archive screening + trial load (app.gate); None trusts every archive
+        self.gate = gate  # archive screening + trial load (app.intake.gate); None trusts every archive
         self.default_device = default_device
         self.default_policy = default_policy
         self.observer_factory = observer_factory

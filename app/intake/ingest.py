@@ -6,15 +6,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from app.archive import require_torchscript
 from app.compiler import service as compiler_service
 from app.compiler.service import Compiler
 from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
+from app.intake.archive import require_torchscript
+from app.intake.multipart import UploadForm
 from app.serving.batching import BatchPolicy
 from app.serving.registry import ModelVersion, Registry
 from app.store import ARCHIVE_FILE, validate_name
-from app.upload import UploadForm
 
 FILE_FIELDS = frozenset({"file"}) | compiler_service.FILE_FIELDS
 FORM_FIELDS = {
@@ -115,7 +115,7 @@ async def ingest(
             "no archive: send the TorchScript archive as form field 'file' "
             "(curl -F file=@model.torchscript)"
         )
-    # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.gate)
+    # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.intake.gate)
     require_torchscript(upload.path, registry.gate.zip_limits if registry.gate else None)
     try:
         examples = parse_examples(form.fields.get("example_inputs", ""))

@@ -1,7 +1,7 @@
 """Inspecting uploaded zips before torch sees them: structure, limits, format.
 
 Only the zip's directory is read here (cheap, no decompression). What the entries contain
-(source, pickles) is screened by ``app.screening``.
+(source, pickles) is screened by ``app.intake.screening``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 pickles in C++. Doing that first in a child process (``app.isolation``) means an archive
 that crashes, hangs or exhausts memory in libtorch kills only the child, and the server
 turns it into a 422. The child also checks the graph of every compiled function against
-the op policy (``app.screening``), so the server never loads an archive that fails it.
+the op policy (``app.intake.screening``), so the server never loads an archive that fails it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     """Worker task: load the archive on the CPU and check every compiled function's graph."""
     import torch
 
-    from app.screening import check_functions, check_module, refuse
+    from app.intake.screening import check_functions, check_module, refuse
     from app.worker import TaskFailure
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -1,8 +1,8 @@
 """Admission of archives: every check an archive passes before the server loads it.
 
-1. zip structure and limits (``app.archive``): no torch, directory only;
-2. contents (``app.screening``): sources and pickles against the op policy;
-3. a trial load in a separate, resource-limited process (``app.trial``);
+1. zip structure and limits (``app.intake.archive``): no torch, directory only;
+2. contents (``app.intake.screening``): sources and pickles against the op policy;
+3. a trial load in a separate, resource-limited process (``app.intake.trial``);
 4. after the server's own load: the graphs of every method again.
 
 The registry calls ``admit`` before loading a new version and ``recheck`` (steps 1-2)
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.archive import ArchiveInfo, ZipLimits, require_torchscript
 from app.config import Settings
-from app.screening import require_safe_module, screen_contents
-from app.trial import TrialLimits, trial_load
+from app.intake.archive import ArchiveInfo, ZipLimits, require_torchscript
+from app.intake.screening import require_safe_module, screen_contents
+from app.intake.trial import TrialLimits, trial_load
 
 log = logging.getLogger(__name__)
 
