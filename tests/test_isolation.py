@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.isolation import IsolationError, Limits, run_isolated, scrubbed_env
+from app.sandbox.process import IsolationError, Limits, run_isolated, scrubbed_env
 
 
 def test_echo_round_trip():

@@ -1,7 +1,7 @@
 """Server side of compilation: validate an eager upload, compile it in an isolated process.
 
 Nothing here runs uploaded code or unpickles anything: the form is checked, the weights
-file is classified from its bytes, and the work happens in ``python -m app.worker compile``
+file is classified from its bytes, and the work happens in ``python -m app.sandbox.child compile``
 under the limits from the settings.
 """
 
@@ -34,7 +34,7 @@ from app.compiler.task import OUTPUT_FILE, SOURCE_FILE, WEIGHTS_FILE
 from app.config import Settings
 from app.errors import BadRequestError, CompileError, ForbiddenError
 from app.intake.multipart import UploadedFile, UploadForm
-from app.isolation import IsolationError, Limits, run_isolated
+from app.sandbox.process import IsolationError, Limits, run_isolated
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Entry point of the isolated compile process (``python -m app.worker compile``).
+"""Entry point of the isolated compile process (``python -m app.sandbox.child compile``).
 
 Its working directory holds ``payload.json`` and the uploaded files under fixed names; it
 writes ``model.torchscript`` there and returns the compile report.
@@ -11,7 +11,7 @@ from typing import Any
 
 from app.compiler.report import Redactor
 from app.compiler.spec import CompileFailure, CompileSpec
-from app.worker import TaskFailure
+from app.sandbox.child import TaskFailure
 
 OUTPUT_FILE = "model.torchscript"
 SOURCE_FILE = "user_model.py"

@@ -1,7 +1,7 @@
 """Trial load: load an uploaded archive first in a separate, resource-limited process.
 
 ``torch.jit.load`` runs archive code (``__setstate__``) and parses attacker-controlled
-pickles in C++. Doing that first in a child process (``app.isolation``) means an archive
+pickles in C++. Doing that first in a child process (``app.sandbox.process``) means an archive
 that crashes, hangs or exhausts memory in libtorch kills only the child, and the server
 turns it into a 422. The child also checks the graph of every compiled function against
 the op policy (``app.intake.screening``), so the server never loads an archive that fails it.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ModelLoadError, UnsafeArchiveError, redact_paths
-from app.isolation import IsolationError, Limits, run_isolated
+from app.sandbox.process import IsolationError, Limits, run_isolated
 
 TASK = "trial_load"
 ARCHIVE_NAME = "model.torchscript"
@@ -69,7 +69,7 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from app.intake.screening import check_functions, check_module, refuse
-    from app.worker import TaskFailure
+    from app.sandbox.child import TaskFailure
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     path = str(payload["archive"])

@@ -1,4 +1,4 @@
-"""Entry point of isolated task processes: ``python -m app.worker TASK``.
+"""Entry point of isolated task processes: ``python -m app.sandbox.child TASK``.
 
 Reads ``payload.json`` from the working directory, runs the task, writes ``result.json``
 (``{"ok": true, ...}`` or ``{"ok": false, "reason": ..., "message": ...}``). Tasks register
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.isolation import PAYLOAD_FILE, RESULT_FILE
+from app.sandbox.process import PAYLOAD_FILE, RESULT_FILE
 
 Task = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -70,8 +70,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # Run the importable copy of this module: tasks raise ``app.worker.TaskFailure``, which is
+    # Run the importable copy of this module: tasks raise ``app.sandbox.child.TaskFailure``, which is
     # not the class this ``__main__`` copy defines.
-    from app.worker import main as _main
+    from app.sandbox.child import main as _main
 
     sys.exit(_main(sys.argv))

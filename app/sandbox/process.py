@@ -1,6 +1,6 @@
 """Run a task in a separate, resource-limited process (compilation, trial loads).
 
-The child is ``python -m app.worker TASK`` with a scrubbed environment (no tokens, no
+The child is ``python -m app.sandbox.child TASK`` with a scrubbed environment (no tokens, no
 settings), a private temporary working directory, address-space and CPU-time limits, no
 core dumps, and a wall-clock timeout after which its whole process group is killed. A task
 that crashes, hangs or allocates without bound fails alone; the server stays healthy.
@@ -93,7 +93,7 @@ def run_isolated(
         log_path = workdir / "stderr.txt"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "app.worker", task],
+                [sys.executable, "-m", "app.sandbox.child", task],
                 cwd=workdir,
                 env=scrubbed_env(workdir, limits.threads),
                 stdin=subprocess.DEVNULL,
