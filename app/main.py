@@ -19,13 +19,13 @@ from app.config import Settings
 from app.examples import scripted_classifier
 from app.fastpath import PredictFastPath
 from app.intake.gate import ArchiveGate
-from app.metrics import Metrics
 from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
 from app.observability import RequestContextMiddleware
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
 from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
+from app.telemetry.prometheus import Metrics
 
 log = logging.getLogger(__name__)
 

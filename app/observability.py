@@ -11,8 +11,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import request_id_var
-from app.stats import VersionStats, status_index
+from app.telemetry.logs import request_id_var
+from app.telemetry.stats import VersionStats, status_index
 
 REQUEST_ID_HEADER = b"x-request-id"
 STATS_KEY = "scriptserve.stats"

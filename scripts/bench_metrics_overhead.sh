@@ -105,7 +105,7 @@ $py - <<'PY'
 import time, timeit
 from app.serving.batching import Job
 from app.observability import attribute
-from app.stats import OK, VersionStats
+from app.telemetry.stats import OK, VersionStats
 
 stats = VersionStats("m", 1)
 t = time.monotonic()

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.logs import JsonFormatter, RequestIdFilter, TextFormatter, request_id_var
 from app.main import create_app
+from app.telemetry.logs import JsonFormatter, RequestIdFilter, TextFormatter, request_id_var
 from tests.conftest import TOKEN, upload, wait_ready
 from tests.server import LiveServer
 

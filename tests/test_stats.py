@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from app.metrics import LATENCY_BUCKETS
 from app.serving.batching import Job
-from app.stats import (
+from app.telemetry.prometheus import LATENCY_BUCKETS
+from app.telemetry.stats import (
     CLIENT_ERROR,
     GRID,
     OK,

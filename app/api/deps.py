@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
-from app.metrics import Metrics
 from app.security import check_token
 from app.serving.registry import Registry
 from app.store import ModelStore
+from app.telemetry.prometheus import Metrics
 
 
 async def get_settings(request: Request) -> Settings:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from app.errors import ScriptServeError, redact_paths
-from app.logs import request_id_var
+from app.telemetry.logs import request_id_var
 
 log = logging.getLogger(__name__)
 

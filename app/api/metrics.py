@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from app.api.deps import MetricsDep, ReaderDep, RegistryDep
 from app.errors import NotFoundError
-from app.metrics import Metrics, version_stats
-from app.stats import WINDOW_S
+from app.telemetry.prometheus import Metrics, version_stats
+from app.telemetry.stats import WINDOW_S
 
 router = APIRouter(tags=["observability"])
 

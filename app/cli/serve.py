@@ -11,8 +11,8 @@ def serve(args: argparse.Namespace) -> int:
     """Run the server with settings from the environment (flags override)."""
     import uvicorn
 
-    from app.logs import configure
     from app.main import create_app
+    from app.telemetry.logs import configure
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)

@@ -2,7 +2,7 @@
 
 One ``VersionStats`` per served model version is both the batcher's observer (called once per
 executed batch, on the inference thread) and the sink of end-to-end request timings (called by
-the request middleware, on the event loop). ``app.metrics`` exposes the same numbers to
+the request middleware, on the event loop). ``app.telemetry.prometheus`` exposes the same numbers to
 Prometheus, so ``/metrics`` and ``GET /models/{name}/stats`` never disagree on a count.
 """
 

@@ -30,7 +30,7 @@ from prometheus_client.platform_collector import PlatformCollector
 
 from app.errors import ScriptServeError
 from app.serving.registry import ModelVersion, Registry
-from app.stats import BATCH_BOUNDS, GRID, STATUSES, VersionStats
+from app.telemetry.stats import BATCH_BOUNDS, GRID, STATUSES, VersionStats
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
