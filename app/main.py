@@ -12,15 +12,17 @@ import torch
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import code, docs, handlers, health, models, openapi, predict, v2
-from app.api import metrics as metrics_api
+from app.api import code, docs, health, models, openapi, predict, v2
+from app.api import errors as api_errors
+from app.api import telemetry as telemetry_api
+from app.api.middleware.admission import AdmissionMiddleware
+from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.fastpath import PredictFastPath
+from app.api.middleware.request_context import RequestContextMiddleware
 from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
-from app.fastpath import PredictFastPath
 from app.intake.gate import ArchiveGate
-from app.middleware import AdmissionMiddleware, BodyLimitMiddleware
-from app.observability import RequestContextMiddleware
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
 from app.serving.registry import Registry
@@ -80,10 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.default_policy = policy
     app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
     app.state.ready = False
-    handlers.install(app)
+    api_errors.install(app)
     docs.install(app)
     openapi.install(app)
-    routers = (health.router, models.router, predict.router, code.router, v2.router, metrics_api.router)
+    routers = (health.router, models.router, predict.router, code.router, v2.router, telemetry_api.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(

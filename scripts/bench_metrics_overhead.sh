@@ -104,7 +104,7 @@ PY
 $py - <<'PY'
 import time, timeit
 from app.serving.batching import Job
-from app.observability import attribute
+from app.api.middleware.request_context import attribute
 from app.telemetry.stats import OK, VersionStats
 
 stats = VersionStats("m", 1)

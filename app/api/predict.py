@@ -1,6 +1,6 @@
 """Predictions: the documented routes.
 
-On a running app, ``app.fastpath.PredictFastPath`` answers these paths before FastAPI's
+On a running app, ``app.api.middleware.fastpath.PredictFastPath`` answers these paths before FastAPI's
 routing and dependency solving (a large share of per-request CPU); both call
 ``app.serving.prediction.predict``, so behaviour is the same either way.
 """
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
-from app.observability import attribute
+from app.api.middleware.request_context import attribute
 from app.serving import prediction
 from app.serving.registry import Registry
 

@@ -2,7 +2,7 @@
 
 Inference goes through the same per-version batcher as ``/models/{name}/predict``: v2 and
 native requests with the same dtypes and shapes share batches. Errors under ``/v2`` are
-``{"error": "<message>"}`` (see ``app.api.handlers``).
+``{"error": "<message>"}`` (see ``app.api.errors``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from starlette.responses import JSONResponse, Response
 
 from app import __version__
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
+from app.api.middleware.request_context import attribute
 from app.config import Settings
 from app.errors import NotFoundError
-from app.observability import attribute
 from app.serving.registry import ModelVersion, Registry
 from app.wire.v2 import (
     HEADER_LENGTH,

@@ -16,8 +16,8 @@ from urllib.parse import parse_qs
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.middleware.request_context import attribute
 from app.errors import InputError, PayloadTooLargeError, ScriptServeError
-from app.observability import attribute
 from app.security import check_token
 from app.serving import prediction
 from app.wire.native import dump_json
