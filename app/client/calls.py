@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 if TYPE_CHECKING:
-    from app.clienttensor import OutputKind
+    from app.client.tensors import OutputKind
 
 T = TypeVar("T")
 Call = Generator[httpx.Request, httpx.Response, T]
@@ -146,7 +146,7 @@ class Calls:
 
     def predict(self, name: str, inputs: Any, version: int | None, timeout_s: float | None,
                 output: OutputKind) -> Call[Any]:
-        from app.clienttensor import native_body, native_outputs  # torch: only when predicting
+        from app.client.tensors import native_body, native_outputs  # torch: only when predicting
 
         path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/predict"
         params = {"timeout_s": timeout_s} if timeout_s else None
@@ -164,7 +164,7 @@ class Calls:
 
     def infer(self, name: str, inputs: Any, version: int | None, binary: bool,
               outputs: list[str] | None, output: OutputKind) -> Call[dict[str, Any]]:
-        from app.clienttensor import v2_body, v2_outputs  # torch: only when inferring
+        from app.client.tensors import v2_body, v2_outputs  # torch: only when inferring
 
         base = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "")
         if not isinstance(inputs, dict):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from app.clientcalls import (
+from app.client.calls import (
     DEFAULT_URL,
     ApiError,
     Call,
@@ -33,7 +33,7 @@ from app.clientcalls import (
 )
 
 if TYPE_CHECKING:
-    from app.clienttensor import OutputKind
+    from app.client.tensors import OutputKind
 
 __all__ = ["ApiError", "AsyncClient", "Client", "ClientError", "ConnectionFailedError", "Progress"]
 
