@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from app.cli import main
-from app.cli.common import resolve_token
+from app.cli.connection import resolve_token
 from app.config import Settings
 from tests.conftest import TOKEN
 from tests.server import LiveServer

@@ -15,15 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.cli.common import (
-    client_options,
-    console,
-    input_options,
-    load_inputs,
-    make_async_client,
-    print_json,
-    reports_errors,
-)
+from app.cli.connection import client_options, make_async_client, reports_errors
+from app.cli.inputs import input_options, load_inputs
+from app.cli.output import console, print_json
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 64

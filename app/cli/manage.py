@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import client_options, console, make_client, print_json, reports_errors
+from app.cli.connection import client_options, make_client, reports_errors
+from app.cli.output import console, print_json
 
 PROGRESS_MIN_BYTES = 1 << 20  # below this a bar only flickers
 

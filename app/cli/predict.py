@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.cli.common import (
-    client_options,
-    console,
-    input_options,
-    load_inputs,
-    make_client,
-    print_json,
-    reports_errors,
-)
+from app.cli.connection import client_options, make_client, reports_errors
+from app.cli.inputs import input_options, load_inputs
+from app.cli.output import console, print_json
 
 
 def named_results(value: Any, name: str = "output") -> list[tuple[str, Any]]:
