@@ -9,5 +9,5 @@ if ! .venv/bin/python -c 'import torch, sys; sys.exit(0 if torch.cuda.is_availab
   SCRIPTSERVE_CONSTRAINTS= scripts/setup_env.sh test
 fi
 .venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
-.venv/bin/python -m pytest -q -m gpu tests/test_gpu.py
+.venv/bin/python -m pytest -q -m gpu tests/serving/test_gpu.py
 .venv/bin/python scripts/bench.py --device cuda --models seed_mlp,deep_mlp --concurrency 1,32 --duration 8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +10,9 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
-from tests import fakes
-from tests.server import LiveServer
-
-TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from tests.support import fakes
+from tests.support.api import TOKEN, wait_ready
+from tests.support.server import LiveServer
 
 
 @pytest.fixture
@@ -28,15 +25,6 @@ def settings(tmp_path: Path) -> Settings:
         gc_freeze=False,
         trial_load=False,  # a process start per upload; real servers (LiveServer) keep it on
     )
-
-
-def wait_ready(client: TestClient, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if client.get("/ready").status_code == 200:
-            return
-        time.sleep(0.02)
-    raise AssertionError("server did not become ready")
 
 
 @pytest.fixture
@@ -53,14 +41,14 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: fakes.save(name, folder) for name in fakes.BUILDERS}
 
 
-def upload(client, name: str, path: Path, **fields) -> object:
-    """POST /models with the admin token."""
-    data = {"name": name, **{k: str(v) for k, v in fields.items()}}
-    with open(path, "rb") as fh:
-        return client.post("/models", data=data, files={"file": (path.name, fh)}, headers=AUTH)
-
-
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     with LiveServer(tmp_path / "live-store", token=TOKEN) as server:
         yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/system/ starts real server processes: mark it slow."""
+    for item in items:
+        if "/tests/system/" in str(item.path):
+            item.add_marker(pytest.mark.slow)

@@ -4,7 +4,7 @@ FastAPI documents only the success and its own validation error (with a body sha
 API never sends). ``install`` post-processes the generated schema once: every error answer
 of the native routes (``/models``, ``/health``, ``/ready``) gets the one error body
 ``{"error": {"code", "message"}}`` (``{"error": "..."}`` under ``/v2``), and each operation
-lists the statuses it can answer (the fuzz test in ``tests/test_fuzz.py`` holds the server
+lists the statuses it can answer (the fuzz test in ``tests/system/test_fuzz.py`` holds the server
 to this).
 """
 
