@@ -136,7 +136,3 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
         store.discard(staging)
         raise
 
-
-def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory``: settings from the environment."""
-    return create_app(Settings())

@@ -122,7 +122,7 @@ async def _infer(
     inputs = bind_inputs(infer.inputs, mv.model.signature)
     output = await mv.batcher.submit(inputs, infer.timeout_s or settings.request_timeout_s)
     content, json_length = encode_response(mv.name, mv.version, infer, output)
-    mv.observed.record(names, inputs, output)
+    mv.learnt.record(names, inputs, output)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(

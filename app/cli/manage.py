@@ -64,7 +64,7 @@ def upload(args: argparse.Namespace) -> int:
         info = client.upload(
             path, args.name, version=args.version, device=args.device, batching=args.batching,
             max_batch_size=args.max_batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
-            workers=args.workers, fields=_fields(args.field), files=extra_files, progress=bar,
+            threads=args.threads, fields=_fields(args.field), files=extra_files, progress=bar,
         )
     if args.json:
         print_json(info)
@@ -168,7 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batching", choices=["auto", "on", "off"])
     p.add_argument("--max-batch-size", type=int)
     p.add_argument("--max-batch-delay-ms", type=float)
-    p.add_argument("--workers", type=int)
+    p.add_argument("--threads", "--workers", dest="threads", type=int,
+                   help="inference threads for this model (default: 1)")
     p.add_argument("-F", "--field", action="append", metavar="KEY=VALUE",
                    help="another form field (e.g. for eager uploads); repeatable")
     p.add_argument("--attach", action="append", metavar="FIELD=PATH",

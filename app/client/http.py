@@ -42,11 +42,11 @@ _CHUNK = 1 << 20
 
 
 def _form(version: int | None, device: str | None, batching: str | None,
-          max_batch_size: int | None, max_batch_delay_ms: float | None, workers: int | None,
+          max_batch_size: int | None, max_batch_delay_ms: float | None, threads: int | None,
           fields: dict[str, Any] | None) -> dict[str, Any]:
     return {"version": version, "device": device, "batching": batching,
             "max_batch_size": max_batch_size, "max_batch_delay_ms": max_batch_delay_ms,
-            "workers": workers, **(fields or {})}
+            "threads": threads, **(fields or {})}
 
 
 def _unreachable(request: httpx.Request, exc: Exception) -> ConnectionFailedError:
@@ -95,11 +95,11 @@ class Client:
     def upload(self, path: str | os.PathLike, name: str, *, version: int | None = None,
                device: str | None = None, batching: str | None = None,
                max_batch_size: int | None = None, max_batch_delay_ms: float | None = None,
-               workers: int | None = None, fields: dict[str, Any] | None = None,
+               threads: int | None = None, fields: dict[str, Any] | None = None,
                files: dict[str, str | os.PathLike] | None = None,
                progress: Progress | None = None) -> dict[str, Any]:
         """Upload an archive as a new version; extra ``fields`` / ``files`` join the form."""
-        form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, workers, fields)
+        form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, threads, fields)
         return self._run(self._calls.upload(path, name, form, files or {}, progress))
 
     def models(self) -> list[dict[str, Any]]:
@@ -199,10 +199,10 @@ class AsyncClient:
     async def upload(self, path: str | os.PathLike, name: str, *, version: int | None = None,
                      device: str | None = None, batching: str | None = None,
                      max_batch_size: int | None = None, max_batch_delay_ms: float | None = None,
-                     workers: int | None = None, fields: dict[str, Any] | None = None,
+                     threads: int | None = None, fields: dict[str, Any] | None = None,
                      files: dict[str, str | os.PathLike] | None = None,
                      progress: Progress | None = None) -> dict[str, Any]:
-        form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, workers, fields)
+        form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, threads, fields)
         return await self._run(self._calls.upload(path, name, form, files or {}, progress))
 
     async def models(self) -> list[dict[str, Any]]:

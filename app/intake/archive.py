@@ -46,7 +46,6 @@ class ArchiveInfo:
 
     kind: str  # "torchscript" or "checkpoint"
     prefix: str
-    entries: int
     uncompressed_bytes: int
 
 
@@ -168,8 +167,8 @@ def inspect_zip(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:
         raise InvalidArchiveError(f"the archive has no data.pkl: {TORCHSCRIPT_HINT}")
     code = any(n.startswith(f"{prefix}/code/") for n in names)
     if code and has(f"{prefix}/constants.pkl"):
-        return ArchiveInfo("torchscript", prefix, len(infos), size)
-    return ArchiveInfo("checkpoint", prefix, len(infos), size)
+        return ArchiveInfo("torchscript", prefix, size)
+    return ArchiveInfo("checkpoint", prefix, size)
 
 
 def require_torchscript(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:

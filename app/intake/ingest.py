@@ -24,7 +24,8 @@ FORM_FIELDS = {
     "max_batch_size": "most samples in one forward pass; default: SCRIPTSERVE_MAX_BATCH_SIZE",
     "max_batch_delay_ms": "how long a batch may wait to fill; default: SCRIPTSERVE_MAX_BATCH_DELAY_MS",
     "batching": "auto (probe batch safety), on, or off",
-    "workers": "inference threads for this model",
+    "threads": "inference threads for this model (alias: workers)",
+    "workers": "old name of threads",
     **compiler_service.FORM_FIELDS,
 }
 
@@ -74,7 +75,8 @@ def parse_options(form: UploadForm, defaults: BatchPolicy) -> UploadOptions:
         max_batch_size=_int_field(form.fields, "max_batch_size", 1, 65536) or defaults.max_batch_size,
         max_batch_delay_ms=delay,
         max_queue_size=defaults.max_queue_size,
-        workers=_int_field(form.fields, "workers", 1, 16) or defaults.workers,
+        threads=(_int_field(form.fields, "threads", 1, 16) or _int_field(form.fields, "workers", 1, 16)
+                 or defaults.threads),
         mode=mode,  # type: ignore[arg-type]
     )
     return UploadOptions(

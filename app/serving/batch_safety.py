@@ -19,7 +19,7 @@ Forward = Callable[[list[torch.Tensor]], Any]
 
 
 @dataclass(frozen=True)
-class ProbeResult:
+class BatchSafety:
     safe: bool
     reason: str
 
@@ -82,31 +82,31 @@ def _close(a: Any, b: Any) -> tuple[bool, float]:
     return a == b, 0.0 if a == b else float("inf")
 
 
-def probe(forward: Forward, template: list[torch.Tensor], samples: int = 6) -> ProbeResult:
+def check_batch_safety(forward: Forward, template: list[torch.Tensor], samples: int = 6) -> BatchSafety:
     """Compare batched and per-sample outputs; unsafe on any difference or failure."""
     inputs = variants(template, samples)
     try:
         singles = [forward(s) for s in inputs]
     except Exception as exc:  # the model rejects our synthetic samples: do not risk batching
-        return ProbeResult(False, f"probe could not run single samples: {_line(exc)}")
+        return BatchSafety(False, f"probe could not run single samples: {_line(exc)}")
     for subset in (list(range(samples)), [1, 0], [3, 4, 2]):
         try:
             batched = forward(collate([inputs[i] for i in subset]))
             parts = split(batched, [1] * len(subset))
         except SplitError as exc:
-            return ProbeResult(False, f"outputs have no per-sample batch dimension ({exc})")
+            return BatchSafety(False, f"outputs have no per-sample batch dimension ({exc})")
         except Exception as exc:
-            return ProbeResult(False, f"model fails on a batch of {len(subset)}: {_line(exc)}")
+            return BatchSafety(False, f"model fails on a batch of {len(subset)}: {_line(exc)}")
         for pos, i in enumerate(subset):
             ok, diff = _close(parts[pos], singles[i])
             if not ok:
-                return ProbeResult(
+                return BatchSafety(
                     False,
                     f"a sample's output changed by {diff:.3g} when batched with "
                     f"{len(subset) - 1} other samples: outputs depend on other samples in the "
                     "batch (e.g. a reduction over the batch dimension)",
                 )
-    return ProbeResult(True, f"batched outputs equal per-sample outputs on {samples} probes")
+    return BatchSafety(True, f"batched outputs equal per-sample outputs on {samples} probes")
 
 
 def _line(exc: BaseException) -> str:

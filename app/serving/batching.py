@@ -26,7 +26,7 @@ from app.errors import (
     OverloadedError,
     ScriptServeError,
 )
-from app.serving.batch_safety import ProbeResult, probe
+from app.serving.batch_safety import BatchSafety, check_batch_safety
 from app.serving.runtime import LoadedModel, batch_key, batch_rows, collate, split
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class BatchPolicy:
     max_batch_size: int = 32
     max_batch_delay_ms: float = 0.0
     max_queue_size: int = 1024
-    workers: int = 1
+    threads: int = 1
     mode: BatchingMode = "auto"
     max_output_bytes: int = 0  # raw tensor bytes of one request's output; 0: no limit
 
@@ -69,7 +69,6 @@ class BatchingState:
 
     enabled: bool | None  # None: unknown until the probe has run on a real input
     reason: str
-    probed: bool = False
 
 
 BatchObserver = Callable[[list[Job], float], None]
@@ -93,9 +92,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._accepting = False
-        self._busy = 0
         self._waiting = 0  # submitted and not yet answered (touched on the event loop only)
-        self._probe_lock = threading.Lock()
+        self._decide_lock = threading.Lock()
         self.executions = 0
         if policy.mode == "off":
             self.state = BatchingState(False, "batching switched off for this model")
@@ -110,7 +108,7 @@ class Batcher:
     def start(self) -> None:
         """Start the inference threads and accept requests."""
         self._accepting = True
-        for i in range(max(1, self.policy.workers)):
+        for i in range(max(1, self.policy.threads)):
             t = threading.Thread(target=self._run, name=f"infer-{self.label}-{i}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -138,13 +136,13 @@ class Batcher:
         """Requests submitted and not yet answered: queued, batching or running."""
         return self._waiting
 
-    def probe_with(self, template: list[torch.Tensor]) -> ProbeResult | None:
+    def decide_batching(self, template: list[torch.Tensor]) -> BatchSafety | None:
         """Run the batch-safety probe now (idempotent; thread-safe)."""
-        with self._probe_lock:
+        with self._decide_lock:
             if self.state.enabled is not None:
                 return None
-            result = probe(self.model.forward, template)
-            self.state = BatchingState(result.safe, result.reason, probed=True)
+            result = check_batch_safety(self.model.forward, template)
+            self.state = BatchingState(result.safe, result.reason)
             log.info("%s batch-safety probe: %s (%s)", self.label, result.safe, result.reason)
             return result
 
@@ -183,36 +181,32 @@ class Batcher:
     def _expire(self, job: Job) -> None:
         """Deadline passed: answer 504 now and drop the job if it is still queued."""
         job.expired = True
-        # the worker holds the lock only briefly (it waits for a batch with the lock released)
+        # inference threads hold the lock only briefly (they wait for a batch with it released)
         with self._cond, contextlib.suppress(ValueError):
             self._queue.remove(job)
         if not job.future.done():
             job.future.set_exception(_deadline_error(self.label))
 
-    # worker --------------------------------------------------------------------------------
+    # inference thread ---------------------------------------------------------------------
     def _run(self) -> None:
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
-                # Requests that queued while this worker was busy show concurrent load: only
-                # then is it worth waiting (up to max_batch_delay_ms) for a fuller batch.
-                # A lone request reaching an idle worker runs at once.
+                # Requests that queued while this thread was busy show concurrent load: only then
+                # is it worth waiting (up to max_batch_delay_ms) for a fuller batch. A lone
+                # request reaching an idle thread runs at once.
                 under_load = bool(self._queue)
                 while not self._queue and self._accepting:
                     self._cond.wait()
                 if not self._queue:
                     return
                 jobs = self._take(may_wait=under_load)
-                self._busy += 1
             try:
                 self._execute(jobs)
-            except BaseException as exc:  # never let a worker thread die silently
-                log.exception("inference worker for %s failed", self.label)
+            except BaseException as exc:  # never let an inference thread die silently
+                log.exception("inference thread for %s failed", self.label)
                 for job in jobs:
-                    _resolve(job, ScriptServeError(f"internal error in the inference worker: {exc}"))
-            finally:
-                with self._cond:
-                    self._busy -= 1
+                    _resolve(job, ScriptServeError(f"internal error in the inference thread: {exc}"))
 
     def _take(self, may_wait: bool) -> list[Job]:
         """Pop the next batch: the head job plus compatible queued jobs (lock held)."""
@@ -262,7 +256,7 @@ class Batcher:
             return
         # an empty input tells the probe nothing (and breaks its sampling): wait for a real one
         if self.state.enabled is None and live[0].rows and all(t.numel() for t in live[0].inputs):
-            self.probe_with(live[0].inputs)
+            self.decide_batching(live[0].inputs)
         self._forward_group(live)
 
     def _forward_group(self, jobs: list[Job]) -> None:

@@ -45,7 +45,7 @@ def _as_expected(mv: ModelVersion, name: str, tensor: torch.Tensor) -> torch.Ten
     """
     if tensor.dtype != torch.int64:
         return tensor
-    seen = mv.observed.inputs.get(name)
+    seen = mv.learnt.inputs.get(name)
     expected = seen.dtype if seen is not None else _example_dtype(mv, name)
     if expected is not None and expected.is_floating_point:
         return tensor.to(expected)
@@ -67,7 +67,7 @@ async def predict(
     """Run one request through ``mv``'s batcher and encode the output as asked."""
     inputs = decode(content_type.split(";")[0].strip().lower(), body, mv, max_bytes)
     output = await mv.batcher.submit(inputs, timeout_s)
-    mv.observed.record(mv.model.signature.names, inputs, output)  # v2 model metadata
+    mv.learnt.record(mv.model.signature.names, inputs, output)  # v2 model metadata
     if npy.NPY in accept or npy.NPZ in accept:
         media_type = npy.NPY if npy.NPY in accept else npy.NPZ
         headers = {"X-Model": mv.name, "X-Model-Version": str(mv.version)}

@@ -22,7 +22,7 @@ from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.runtime import LoadedModel, resolve_device
 from app.serving.warmup import example_inputs, warm_up
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
-from app.wire.shapes import ObservedSignature
+from app.wire.shapes import LearntSignature
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ModelVersion:
     model: LoadedModel
     batcher: Batcher
     # Tensor names, dtypes and shapes seen in successful requests (v2 model metadata).
-    observed: ObservedSignature = field(default_factory=ObservedSignature)
+    learnt: LearntSignature = field(default_factory=LearntSignature)
 
     @property
     def name(self) -> str:
@@ -66,7 +66,7 @@ class ModelVersion:
                 "max_batch_size": policy.max_batch_size,
                 "max_batch_delay_ms": policy.max_batch_delay_ms,
                 "max_queue_size": policy.max_queue_size,
-                "workers": policy.workers,
+                "threads": policy.threads,
                 "mode": policy.mode,
                 "enabled": state.enabled,
                 "reason": state.reason,
@@ -198,7 +198,7 @@ class Registry:
                 "batching": {
                     "max_batch_size": policy.max_batch_size,
                     "max_batch_delay_ms": policy.max_batch_delay_ms,
-                    "workers": policy.workers,
+                    "threads": policy.threads,
                     "mode": policy.mode,
                 },
                 **(extra_meta or {}),
@@ -236,7 +236,7 @@ class Registry:
             max_batch_size=saved.get("max_batch_size") or base.max_batch_size,
             max_batch_delay_ms=saved.get("max_batch_delay_ms", base.max_batch_delay_ms),
             max_queue_size=base.max_queue_size,
-            workers=saved.get("workers") or base.workers,
+            threads=saved.get("threads") or saved.get("workers") or base.threads,
             mode=saved.get("mode", base.mode),
             max_output_bytes=base.max_output_bytes,
         )
@@ -245,7 +245,7 @@ class Registry:
         template = example_inputs(stored.meta)
         if template is not None and batcher.state.enabled is None:
             # Known example inputs: decide batch safety now rather than on the first request.
-            await asyncio.to_thread(batcher.probe_with, template)
+            await asyncio.to_thread(batcher.decide_batching, template)
         batcher.start()
         mv = ModelVersion(stored, model, batcher)
         self._entry(stored.name).versions[stored.version] = mv

@@ -68,17 +68,15 @@ def _leaves(value: Any, name: str) -> list[tuple[str, Any]]:
     return [(name, value)]
 
 
-class ObservedSignature:
+class LearntSignature:
     """Input and output specs of one model version, learnt from successful requests."""
 
     def __init__(self) -> None:
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: list[TensorSpec] = []
-        self.requests = 0
 
     def record(self, names: Sequence[str], inputs: Sequence[torch.Tensor], output: Any) -> None:
         """Widen the specs with one request's inputs and its output (cheap; never raises)."""
-        self.requests += 1
         for name, tensor in zip(names, inputs):
             spec = self.inputs.get(name)
             if spec is None or not spec.covers(tensor):

@@ -321,18 +321,18 @@ def _request_id(raw: Any) -> str | None:
 def model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
     """v2 model metadata: inputs and outputs as far as they are known.
 
-    Known means seen in a successful request (``mv.observed``) or declared in the stored
+    Known means seen in a successful request (``mv.learnt``) or declared in the stored
     metadata's ``io_spec`` (``{"inputs": [...], "outputs": [...]}`` of v2 metadata tensors).
     A tensor not yet known has datatype ``UNKNOWN`` and shape ``[]``. When requests are
     batched, the first dimension is reported as -1.
     """
-    observed = mv.observed
+    learnt = mv.learnt
     batched = mv.batcher.state.enabled is True
     declared = mv.stored.meta.get("io_spec") or {}
     declared_inputs = {t.get("name"): t for t in declared.get("inputs", []) if isinstance(t, dict)}
     inputs = []
     for arg in mv.model.signature.args:
-        spec = observed.inputs.get(arg.name)
+        spec = learnt.inputs.get(arg.name)
         if spec is not None:
             entry = _spec_entry(spec, batched)
         else:
@@ -340,8 +340,8 @@ def model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
         if arg.has_default:
             entry["parameters"] = {"optional": True}
         inputs.append(entry)
-    if observed.outputs:
-        outputs = [_spec_entry(s, batched) for s in observed.outputs]
+    if learnt.outputs:
+        outputs = [_spec_entry(s, batched) for s in learnt.outputs]
     elif declared.get("outputs"):
         outputs = [_declared_entry(t, str(t.get("name"))) for t in declared["outputs"]
                    if isinstance(t, dict)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from app.serving.batch_safety import probe, variants
+from app.serving.batch_safety import check_batch_safety, variants
 from tests.support import fakes
 
 
@@ -19,18 +19,18 @@ def test_per_sample_models_are_safe():
                            ("dict_out", [torch.rand(1, 4)]),
                            ("embed", [torch.tensor([[1, 5, 9]])]),
                            ("add_scaled", [torch.rand(1, 2), torch.rand(1, 2)])]:
-        result = probe(forward_of(name), template)
+        result = check_batch_safety(forward_of(name), template)
         assert result.safe, (name, result.reason)
 
 
 def test_input_confirm_is_unsafe_whatever_the_first_input():
     for template in ([torch.rand(1, 8)], [-torch.rand(1, 8)]):
-        result = probe(forward_of("input_confirm"), template)
+        result = check_batch_safety(forward_of("input_confirm"), template)
         assert not result.safe and "depend on other samples" in result.reason
 
 
 def test_batch_reductions_are_unsafe():
-    assert not probe(forward_of("batch_mean"), [torch.rand(1, 4)]).safe
+    assert not check_batch_safety(forward_of("batch_mean"), [torch.rand(1, 4)]).safe
 
 
 def test_variants_keep_shape_dtype_and_integer_range():
