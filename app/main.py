@@ -25,6 +25,7 @@ from app.examples import scripted_classifier
 from app.intake.gate import ArchiveGate
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
+from app.serving.loader import Loader
 from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
 from app.telemetry.prometheus import Metrics
@@ -43,12 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_output_bytes=settings.max_output_bytes,
     )
     metrics = Metrics() if settings.metrics_enabled else None
-    registry = Registry(
-        store, settings.device, policy,
+    loader = Loader(
+        settings.device, policy,
         observer_factory=metrics.stats_for if metrics else None,
         load_observer=metrics.observe_load if metrics else None,
         gate=ArchiveGate.from_settings(settings),
     )
+    registry = Registry(store, loader)
     if metrics is not None:
         metrics.watch(registry)
 
@@ -128,7 +130,7 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
         module = await asyncio.to_thread(scripted_classifier)
         await asyncio.to_thread(module.save, str(staging / ARCHIVE_FILE))
         await registry.add(
-            "classifier", staging, 1, None, registry.default_policy,
+            "classifier", staging, 1, None, registry.loader.default_policy,
             extra_meta={"source": "example", "original_filename": "classifier (tutorial)"},
         )
         log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")

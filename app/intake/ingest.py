@@ -118,7 +118,8 @@ async def ingest(
             "(curl -F file=@model.torchscript)"
         )
     # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.intake.gate)
-    require_torchscript(upload.path, registry.gate.zip_limits if registry.gate else None)
+    gate = registry.loader.gate
+    require_torchscript(upload.path, gate.zip_limits if gate else None)
     try:
         examples = parse_examples(form.fields.get("example_inputs", ""))
     except SpecError as exc:

@@ -1,0 +1,110 @@
+"""How an archive becomes a serving version: gate, load on a device, check, warm up, batch.
+
+The registry decides *when* (upload, start-up, deletion) and keeps the map; the loader owns
+*how* a version is loaded and started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.intake.gate import ArchiveGate
+from app.serving.batching import Batcher, BatchObserver, BatchPolicy
+from app.serving.model_version import ModelVersion
+from app.serving.runtime import LoadedModel, resolve_device
+from app.serving.warmup import example_inputs, warm_up
+from app.store import StoredVersion
+
+log = logging.getLogger(__name__)
+
+ObserverFactory = Callable[[str, int], BatchObserver | None]
+LoadObserver = Callable[[float, BaseException | None], None]
+"""Told the seconds each archive load took, and its error if it failed."""
+
+
+class Loader:
+    """Loads archives on their device and starts their batchers."""
+
+    def __init__(
+        self,
+        default_device: str,
+        default_policy: BatchPolicy,
+        observer_factory: ObserverFactory | None = None,
+        load_observer: LoadObserver | None = None,
+        gate: ArchiveGate | None = None,
+    ) -> None:
+        self.default_device = default_device
+        self.default_policy = default_policy
+        self.observer_factory = observer_factory
+        self.load_observer = load_observer
+        self.gate = gate  # archive screening + trial load (app.intake.gate); None trusts every archive
+
+    async def load_new(
+        self,
+        archive: Path,
+        device_request: str,
+        meta: dict[str, Any],
+        prepare: Callable[[LoadedModel], None] | None = None,
+    ) -> LoadedModel:
+        """Admit and load an uploaded archive, then warm it up on its example inputs."""
+        resolved = resolve_device(device_request, self.default_device)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.admit, archive)
+        model = await self._load(archive, resolved)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.check_loaded, model.module)
+        template = example_inputs(meta)
+        if template is not None:
+            await asyncio.to_thread(warm_up, model, template)
+        if prepare is not None:
+            await asyncio.to_thread(prepare, model)
+        return model
+
+    async def load_stored(self, stored: StoredVersion) -> LoadedModel:
+        """Load a committed version (start-up): screened again, the rules may have tightened."""
+        resolved = resolve_device(stored.meta.get("device"), self.default_device)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.recheck, stored.archive)
+        model = await self._load(stored.archive, resolved)
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.check_loaded, model.module)
+        return model
+
+    async def _load(self, archive: Path, device: str) -> LoadedModel:
+        start = time.monotonic()
+        try:
+            model = await asyncio.to_thread(LoadedModel.load, archive, device)
+        except Exception as exc:
+            if self.load_observer is not None:
+                self.load_observer(time.monotonic() - start, exc)
+            raise
+        if self.load_observer is not None:
+            self.load_observer(time.monotonic() - start, None)
+        return model
+
+    async def serve(self, stored: StoredVersion, model: LoadedModel) -> ModelVersion:
+        """Start the version's batcher (batch safety decided first when examples exist)."""
+        saved = stored.meta.get("batching", {})
+        base = self.default_policy
+        policy = BatchPolicy(
+            max_batch_size=saved.get("max_batch_size") or base.max_batch_size,
+            max_batch_delay_ms=saved.get("max_batch_delay_ms", base.max_batch_delay_ms),
+            max_queue_size=base.max_queue_size,
+            threads=saved.get("threads") or saved.get("workers") or base.threads,
+            mode=saved.get("mode", base.mode),
+            max_output_bytes=base.max_output_bytes,
+        )
+        observer = self.observer_factory(stored.name, stored.version) if self.observer_factory else None
+        batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)
+        template = example_inputs(stored.meta)
+        if template is not None and batcher.state.enabled is None:
+            # Known example inputs: decide batch safety now rather than on the first request.
+            await asyncio.to_thread(batcher.decide_batching, template)
+        batcher.start()
+        log.info("serving %s version %d on %s", stored.name, stored.version, model.device)
+        return ModelVersion(stored, model, batcher)
