@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 
 class ScriptServeError(Exception):
@@ -135,10 +136,41 @@ class DeadlineExceededError(ScriptServeError):
 
 
 # An absolute filesystem path of two or more parts that is not inside a word, so that
-# ``multipart/form-data`` stays (an API route in a message becomes <path> too: harmless).
-_PATH = re.compile(r"(?<![\w/.~-])/[^\s/\"'()<>,;:]+/[^\s\"'()<>,;:]*")
+# ``multipart/form-data`` and ``https://host/a/b`` stay (an API route in a message becomes
+# <path> too: harmless).
+PATH_PATTERN = re.compile(r"(?<![\w/.~-])/[^\s/\"'()<>,;:]+/[^\s\"'()<>,;:]*")
+_MARKERS = ("RuntimeError: ", "Exception: ", "Error: ")
 
 
-def redact_paths(text: str) -> str:
-    """Replace filesystem paths in a client-facing message with ``<path>``."""
-    return _PATH.sub("<path>", text)
+def redact_paths(text: str, replace: Callable[[str], str] | None = None) -> str:
+    """Replace filesystem paths in a client-facing message (with ``<path>``, or ``replace(path)``)."""
+    if replace is None:
+        return PATH_PATTERN.sub("<path>", text)
+    return PATH_PATTERN.sub(lambda m: replace(m.group(0)), text)
+
+
+def exception_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The line of an exception that says what failed, trimmed to ``limit`` characters.
+
+    TorchScript and libtorch errors carry an interpreter traceback: take the last
+    ``...Error: message`` line's message. Otherwise the first line (the last one after a
+    Python traceback); an empty message gives the exception's type name.
+    """
+    text = (exc if isinstance(exc, str) else str(exc)).strip()
+    if not text:
+        return "error" if isinstance(exc, str) else type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for marker in _MARKERS:
+        hits = [ln for ln in lines if marker in ln]
+        if hits:
+            return hits[-1].split(marker, 1)[1][:limit]
+    return (lines[-1] if "Traceback" in text else lines[0])[:limit]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Host or device memory ran out: MemoryError, CUDA OOM (also as TorchScript re-raises it
+    in a plain RuntimeError), ``bad_alloc`` or ``can't allocate memory`` from libtorch."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "bad_alloc"))

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from app.compiler.forms import LoadedWeights, load_weights
-from app.compiler.report import explain, is_out_of_memory
+from app.compiler.report import explain
 from app.compiler.spec import CompileFailure, CompileSpec
+from app.errors import is_out_of_memory
 
 SOURCE_MODULE = "user_model"
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from app.compiler.report import CheckResult, Redactor, TracerNote
 from app.compiler.spec import CompileFailure
+from app.errors import exception_line
 from app.wire.native import DTYPES
 
 ATOL, RTOL = 1e-5, 1e-4  # compiled vs eager: same kernels, same order; near bit-exact
@@ -121,8 +122,7 @@ def run(module: Callable[..., Any], probe: Probe, redact: Redactor) -> Outcome:
         with torch.no_grad():
             return Outcome(module(*probe.fresh()))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return Outcome(error=redact(f"{type(exc).__name__}: {first}")[:300])
+        return Outcome(error=redact(f"{type(exc).__name__}: {exception_line(exc)}")[:300])
 
 
 def compare_all(module: Callable[..., Any], probes_: list[Probe], reference: list[Outcome],

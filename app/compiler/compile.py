@@ -26,6 +26,7 @@ from app.compiler.checks import (
 )
 from app.compiler.report import CheckResult, CompileReport, Redactor, divergence_message, explain
 from app.compiler.spec import CompileFailure, CompileSpec, describe_examples
+from app.errors import exception_line
 
 
 def quiet_jit_deprecation() -> None:
@@ -162,7 +163,7 @@ def _optimize(compiled: torch.jit.ScriptModule, probe_list: list[Probe], expecte
         optimized = torch.jit.optimize_for_inference(torch.jit.freeze(compiled.eval()))
         checks = compare_all(optimized, probe_list, expected, redact, OPTIMIZED_ATOL, OPTIMIZED_RTOL)
     except Exception as exc:
-        reason = redact(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")[:300]
+        reason = redact(f"{type(exc).__name__}: {exception_line(exc)}")[:300]
         report.optimize = {"requested": True, "applied": False, "reason": reason}
         report.warnings.append(f"optimize was requested but failed ({reason}); serving the "
                                "unoptimized module")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Absolute paths with at least two parts, not inside a URL ("https://host/a/b").
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])(?:/[\w.+~-]+){2,}/?")
+from app.errors import redact_paths
+
 MAX_MESSAGE_CHARS = 4000
 
 
@@ -117,7 +116,7 @@ class Redactor:
         for path, name in sorted(self.names.items(), key=lambda kv: -len(kv[0])):
             text = text.replace(path, name)
         if self.every_path:
-            text = _ABS_PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name, text)
+            text = redact_paths(text, lambda path: Path(path.rstrip("/")).name)
         if len(text) > MAX_MESSAGE_CHARS:
             text = text[:MAX_MESSAGE_CHARS] + " [...]"
         return text
@@ -149,7 +148,3 @@ def explain(exc: BaseException, what: str, user_files: set[str]) -> str:
     where = f" ({frame.filename} line {frame.lineno}: `{(frame.line or '').strip()}`)" if frame else ""
     return f"{what}: {message[:1000]}{where}"
 
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text

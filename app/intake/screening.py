@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import InvalidArchiveError, UnsafeArchiveError
+from app.errors import InvalidArchiveError, UnsafeArchiveError, exception_line
 
 ALLOWED_NAMESPACES = frozenset({"aten", "prim", "quantized"})
 ALLOWED_CLASS_NAMESPACES = frozenset({"quantized", "rnn"})
@@ -257,7 +257,8 @@ def scan_pickle(stream: io.BufferedIOBase | Any, where: str) -> list[Finding]:
                 if problem:
                     findings.append(Finding(f"{module}.{name}", problem, f"{where} byte {pos}"))
     except (ValueError, EOFError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
-        raise InvalidArchiveError(f"the archive's pickle {where} is malformed ({_short(exc)})") from None
+        cause = exception_line(exc, 200)
+        raise InvalidArchiveError(f"the archive's pickle {where} is malformed ({cause})") from None
     return findings
 
 
@@ -376,8 +377,3 @@ def _unique(findings: list[Finding]) -> list[Finding]:
             seen.add((f.what, f.where))
             out.append(f)
     return out
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.errors import ModelLoadError, UnsafeArchiveError, redact_paths
+from app.errors import ModelLoadError, UnsafeArchiveError, exception_line, redact_paths
 from app.sandbox.process import IsolationError, Limits, run_isolated
 
 TASK = "trial_load"
@@ -88,20 +88,10 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
             functions = -1
             module = loaded
     except RuntimeError as exc:
-        message = _cause(str(exc))
+        message = exception_line(exc)
         memory = "allocate memory" in message or "bad_alloc" in message
         raise TaskFailure("memory_limit" if memory else "load_failed", message) from None
     del module
     if findings:
         raise TaskFailure("unsafe", refuse(findings).message)
     return {"functions": functions}
-
-
-def _cause(text: str) -> str:
-    """The line of a torch error that says what failed, without the interpreter's traceback."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    for marker in ("RuntimeError: ", "Error: "):
-        hits = [ln for ln in lines if marker in ln]
-        if hits:
-            return hits[-1].split(marker, 1)[1][:300]
-    return (lines[0] if lines else "RuntimeError")[:300]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.errors import exception_line
 from app.sandbox.process import PAYLOAD_FILE, RESULT_FILE
 
 Task = Callable[[dict[str, Any]], dict[str, Any]]
@@ -61,8 +62,7 @@ def main(argv: list[str]) -> int:
         result = {"ok": False, "reason": "memory_limit", "message": "the task ran out of memory"}
     except Exception as exc:  # report, do not crash: the parent turns this into a 422
         traceback.print_exc()
-        text = str(exc).strip().splitlines()
-        message = f"{type(exc).__name__}: {text[-1] if text else ''}"[:500]
+        message = f"{type(exc).__name__}: {exception_line(exc, 480)}"
         reason = "memory_limit" if "allocate" in message or "bad_alloc" in message else "failed"
         result = {"ok": False, "reason": reason, "message": message}
     out.write_text(json.dumps(result))

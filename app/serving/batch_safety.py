@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from app.errors import exception_line
 from app.serving.runtime import SplitError, collate, split
 
 Forward = Callable[[list[torch.Tensor]], Any]
@@ -88,7 +89,8 @@ def check_batch_safety(forward: Forward, template: list[torch.Tensor], samples: 
     try:
         singles = [forward(s) for s in inputs]
     except Exception as exc:  # the model rejects our synthetic samples: do not risk batching
-        return BatchSafety(False, f"probe could not run single samples: {_line(exc)}")
+        reason = f"the check could not run single samples: {exception_line(exc, 200)}"
+        return BatchSafety(False, reason)
     for subset in (list(range(samples)), [1, 0], [3, 4, 2]):
         try:
             batched = forward(collate([inputs[i] for i in subset]))
@@ -96,7 +98,8 @@ def check_batch_safety(forward: Forward, template: list[torch.Tensor], samples: 
         except SplitError as exc:
             return BatchSafety(False, f"outputs have no per-sample batch dimension ({exc})")
         except Exception as exc:
-            return BatchSafety(False, f"model fails on a batch of {len(subset)}: {_line(exc)}")
+            reason = f"model fails on a batch of {len(subset)}: {exception_line(exc, 200)}"
+            return BatchSafety(False, reason)
         for pos, i in enumerate(subset):
             ok, diff = _close(parts[pos], singles[i])
             if not ok:
@@ -107,8 +110,3 @@ def check_batch_safety(forward: Forward, template: list[torch.Tensor], samples: 
                     "batch (e.g. a reduction over the batch dimension)",
                 )
     return BatchSafety(True, f"batched outputs equal per-sample outputs on {samples} probes")
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:200]

@@ -25,6 +25,8 @@ from app.errors import (
     OutputTooLargeError,
     OverloadedError,
     ScriptServeError,
+    exception_line,
+    is_out_of_memory,
 )
 from app.serving.batch_safety import BatchSafety, check_batch_safety
 from app.serving.runtime import LoadedModel, batch_key, batch_rows, collate, split
@@ -287,7 +289,7 @@ class Batcher:
             if is_out_of_memory(exc):
                 message = f"{self.label} ran out of device memory on this input ({rows} samples)"
             else:
-                message = f"the model raised: {model_message(exc)}"
+                message = f"the model raised: {exception_line(exc, 500)}"
                 if any(not t.is_floating_point() for t in jobs[0].inputs if isinstance(t, torch.Tensor)):
                     message += (" (the inputs were integer tensors: JSON numbers without a decimal "
                                 'point decode as int64; send 1.0 rather than 1, or give "dtype")')
@@ -372,23 +374,3 @@ def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) 
     # RuntimeError: the loop closed (shutdown), so nobody is waiting any more
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(fn, *args)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA OOM, also when TorchScript's interpreter re-raised it as a plain RuntimeError."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def model_message(exc: BaseException) -> str:
-    """The model's own error line, without TorchScript's interpreter traceback."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for marker in ("RuntimeError: ", "Exception: ", "Error: "):
-        tail = [ln for ln in lines if marker in ln]
-        if tail:
-            return tail[-1].split(marker, 1)[1][:500]
-    return lines[-1][:500] if "Traceback" in text else lines[0][:500]

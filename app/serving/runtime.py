@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from app.errors import BadRequestError, ModelLoadError
+from app.errors import BadRequestError, ModelLoadError, exception_line
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class LoadedModel:
         except ModelLoadError:
             raise
         except Exception as exc:
-            raise ModelLoadError(f"could not load the TorchScript archive: {_first_line(exc)}") from None
+            raise ModelLoadError(f"could not load the TorchScript archive: {exception_line(exc)}") from None
 
     def parameter_bytes(self) -> int:
         """Bytes held by parameters and buffers."""
@@ -197,9 +197,3 @@ def split(output: Any, sizes: list[int]) -> list[Any]:
         columns_by_key = {k: split(v, sizes) for k, v in output.items()}
         return [{k: col[i] for k, col in columns_by_key.items()} for i in range(len(sizes))]
     raise SplitError(f"output of type {type(output).__name__} cannot be split into a batch")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:300]

@@ -8,8 +8,7 @@ import torch
 
 from app.compiler.checks import example_tensors
 from app.compiler.spec import CompileFailure
-from app.errors import ModelLoadError
-from app.serving.batching import model_message
+from app.errors import ModelLoadError, exception_line
 from app.serving.runtime import LoadedModel
 
 
@@ -29,4 +28,4 @@ def warm_up(model: LoadedModel, inputs: list[torch.Tensor]) -> None:
     try:
         model.forward(inputs)
     except Exception as exc:
-        raise ModelLoadError(f"the model fails on its example_inputs: {model_message(exc)}") from None
+        raise ModelLoadError(f"the model fails on its example_inputs: {exception_line(exc, 500)}") from None

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import torch
 
-from app.errors import BadRequestError, InputError
+from app.errors import BadRequestError, InputError, exception_line
 
 DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -84,7 +84,7 @@ def to_tensor(value: Any, name: str) -> torch.Tensor:
             array = np.asarray(data, dtype=_NUMPY_FOR[dtype_name])
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(
-            f"input {name!r}: not a rectangular numeric array ({_short(exc)})"
+            f"input {name!r}: not a rectangular numeric array ({exception_line(exc, 200)})"
         ) from None
     if shape is not None:
         if not isinstance(shape, list) or not all(
@@ -157,8 +157,3 @@ def to_wire(value: Any) -> Any:
 def dump_json(content: Any) -> bytes:
     """Serialise a response with numpy arrays inline."""
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]

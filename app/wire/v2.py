@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import torch
 
-from app.errors import BadRequestError, InputError, PayloadTooLargeError
+from app.errors import BadRequestError, InputError, PayloadTooLargeError, exception_line
 from app.serving.runtime import Signature
 from app.wire.shapes import OUTPUT_PREFIX, TensorSpec, name_outputs
 
@@ -183,7 +183,7 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
         array = np.asarray(data, dtype=_JSON[datatype])
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(
-            f"input {name!r}: data is not a rectangular array of {datatype} ({_first_line(exc)})"
+            f"input {name!r}: data is not a rectangular array of {datatype} ({exception_line(exc, 200)})"
         ) from None
     if array.size != count:
         raise BadRequestError(f"input {name!r}: {array.size} values do not fit shape {shape}")
@@ -376,8 +376,3 @@ def _output_names(returns: str) -> list[str]:
     if _TUPLE_OF_TENSORS.fullmatch(returns):
         return [f"{OUTPUT_PREFIX}__{i}" for i in range(returns.count("Tensor"))]
     return []
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
