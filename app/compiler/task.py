@@ -12,8 +12,9 @@ from typing import Any
 from app.compiler.report import Redactor
 from app.compiler.spec import CompileFailure, CompileSpec
 from app.sandbox.child import TaskFailure
+from app.store import ARCHIVE_FILE
 
-OUTPUT_FILE = "model.torchscript"
+OUTPUT_FILE = ARCHIVE_FILE  # the compiled archive, as the store names it
 SOURCE_FILE = "user_model.py"
 WEIGHTS_FILE = "weights.bin"
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from app.errors import ModelLoadError, UnsafeArchiveError, exception_line, redact_paths
 from app.sandbox.process import IsolationError, Limits, run_isolated
+from app.store import ARCHIVE_FILE
 
 TASK = "trial_load"
-ARCHIVE_NAME = "model.torchscript"
+
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def trial_load(path: Path, uncompressed_bytes: int, limits: TrialLimits) -> dict
         threads=1,
     )
     try:
-        return run_isolated(TASK, {"archive": ARCHIVE_NAME}, isolation, files={ARCHIVE_NAME: path})
+        return run_isolated(TASK, {"archive": ARCHIVE_FILE}, isolation, files={ARCHIVE_FILE: path})
     except IsolationError as exc:
         raise _as_http_error(exc, limits) from None
 
