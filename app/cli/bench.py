@@ -52,7 +52,8 @@ def made_up_inputs(metadata: dict[str, Any], batch: int) -> dict[str, Any]:
     """Random inputs matching the v2 metadata (-1 dims become ``batch``)."""
     import torch
 
-    from app.wire.v2 import DATATYPES, UNKNOWN
+    from app.wire.dtypes import BY_DATATYPE
+    from app.wire.v2 import UNKNOWN
 
     inputs = {}
     for spec in metadata["inputs"]:
@@ -64,7 +65,7 @@ def made_up_inputs(metadata: dict[str, Any], batch: int) -> dict[str, Any]:
                 "give --data or --input (or predict once first)"
             )
         shape = [batch if d == -1 else d for d in spec["shape"]]
-        dtype = DATATYPES[spec["datatype"]]
+        dtype = BY_DATATYPE[spec["datatype"]].torch
         if dtype.is_floating_point:
             inputs[spec["name"]] = torch.randn(shape).to(dtype)
         elif dtype == torch.bool:

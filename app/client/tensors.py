@@ -13,16 +13,10 @@ import numpy as np
 import orjson
 import torch
 
-from app.wire.v2 import DATATYPE_OF, DATATYPES
+from app.wire.dtypes import BY_DATATYPE, BY_TORCH, DATATYPES
 
 OutputKind = Literal["numpy", "torch", "json"]
 TensorLike = Any  # torch.Tensor | np.ndarray | nested list | number
-
-_V2_NUMPY = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": "<i2", "INT32": "<i4",
-    "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "BF16": "<u2",
-}
-
 
 def is_tensor(value: Any) -> bool:
     return isinstance(value, (torch.Tensor, np.ndarray))
@@ -115,7 +109,7 @@ def v2_array(value: TensorLike) -> tuple[str, np.ndarray]:
     tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(
         np.ascontiguousarray(np.asarray(value, dtype=np.float32 if _floaty(value) else None))
     )
-    datatype = DATATYPE_OF.get(tensor.dtype)
+    datatype = BY_TORCH[tensor.dtype].datatype if tensor.dtype in BY_TORCH else None
     if datatype is None:
         raise TypeError(f"dtype {tensor.dtype} has no v2 datatype; use one of {list(DATATYPES)}")
     tensor = tensor.detach().cpu().contiguous()
@@ -142,14 +136,14 @@ def v2_outputs(doc: dict[str, Any], body: bytes, offset: int, kind: OutputKind) 
         datatype, shape = out["datatype"], out["shape"]
         size = (out.get("parameters") or {}).get("binary_data_size")
         if size is None:
-            dtype = np.float32 if datatype == "BF16" else _V2_NUMPY[datatype]
-            array = np.asarray(out["data"], dtype=dtype).reshape(shape)
+            array = np.asarray(out["data"], dtype=BY_DATATYPE[datatype].json).reshape(shape)
             tensor = torch.from_numpy(array)
             if datatype == "BF16":
                 tensor = tensor.to(torch.bfloat16)
         else:
-            array = np.frombuffer(body, dtype=_V2_NUMPY[datatype], count=size // np.dtype(
-                _V2_NUMPY[datatype]).itemsize, offset=offset).reshape(shape).copy()
+            wire = BY_DATATYPE[datatype].wire
+            array = np.frombuffer(body, dtype=wire, count=size // wire.itemsize,
+                                  offset=offset).reshape(shape).copy()
             offset += size
             tensor = torch.from_numpy(array)
             if datatype == "BF16":

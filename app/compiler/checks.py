@@ -19,7 +19,7 @@ from torch import nn
 from app.compiler.report import CheckResult, Redactor, TracerNote
 from app.compiler.spec import CompileFailure
 from app.errors import exception_line
-from app.wire.native import DTYPES
+from app.wire.dtypes import BY_NAME
 
 ATOL, RTOL = 1e-5, 1e-4  # compiled vs eager: same kernels, same order; near bit-exact
 HALF_ATOL, HALF_RTOL = 1e-2, 1e-2  # float16 / bfloat16 outputs
@@ -50,7 +50,8 @@ def example_tensors(examples: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(0)
     out = []
     for i, ex in enumerate(examples):
-        dtype = DTYPES.get(ex.get("dtype", ""))
+        known = BY_NAME.get(ex.get("dtype", ""))
+        dtype = known.torch if known else None
         if "data" in ex:
             try:
                 t = torch.tensor(ex["data"], dtype=dtype)

@@ -8,12 +8,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from app.wire.dtypes import BY_NAME, NAMES
+
 Method = Literal["auto", "script", "trace"]
 METHODS: tuple[str, ...] = ("auto", "script", "trace")
-DTYPE_NAMES = (
-    "float16", "float32", "float64", "bfloat16",
-    "int8", "int16", "int32", "int64", "uint8", "bool",
-)
 MAX_EXAMPLE_ELEMENTS = 50_000_000
 MAX_EXAMPLE_INPUTS = 32
 _CLI_EXAMPLE = re.compile(r"^(\d+(?:x\d+)*)?(?::([a-z0-9]+))?$")
@@ -130,8 +128,8 @@ def _example(item: Any, index: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     dtype = item.get("dtype")
     if dtype is not None:
-        if dtype not in DTYPE_NAMES:
-            raise SpecError(f"{where}.dtype {str(dtype)[:20]!r} is not one of {list(DTYPE_NAMES)}")
+        if dtype not in BY_NAME:
+            raise SpecError(f"{where}.dtype {str(dtype)[:20]!r} is not one of {list(NAMES)}")
         out["dtype"] = dtype
     if "data" in item:
         if not _is_numeric_nest(item["data"]):

@@ -9,7 +9,8 @@ import torch
 from app.errors import UnsupportedMediaTypeError
 from app.serving.registry import ModelVersion
 from app.wire import npy
-from app.wire.native import DTYPES, decode_inputs, dump_json, parse_json, to_wire
+from app.wire.dtypes import BY_NAME
+from app.wire.native import decode_inputs, dump_json, parse_json, to_wire
 
 # curl -d sends form-urlencoded by default; the body is still JSON, so take it.
 JSON_TYPES = frozenset({"application/json", "text/plain", "application/x-www-form-urlencoded", ""})
@@ -57,7 +58,8 @@ def _example_dtype(mv: ModelVersion, name: str) -> torch.dtype | None:
     names = mv.model.signature.names
     index = names.index(name)
     if index < len(examples):
-        return DTYPES.get(examples[index].get("dtype") or "float32")
+        known = BY_NAME.get(examples[index].get("dtype") or "float32")
+        return known.torch if known else None
     return None
 
 

@@ -10,32 +10,8 @@ import orjson
 import torch
 
 from app.errors import BadRequestError, InputError, exception_line
+from app.wire.dtypes import BY_NAME, NAMES
 
-DTYPES: dict[str, torch.dtype] = {
-    "float16": torch.float16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "bfloat16": torch.bfloat16,
-    "int8": torch.int8,
-    "int16": torch.int16,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-_NUMPY_FOR = {
-    "float16": np.float16,
-    "float32": np.float32,
-    "float64": np.float64,
-    "bfloat16": np.float32,  # numpy has no bfloat16: parse as float32, convert in torch
-    "int8": np.int8,
-    "int16": np.int16,
-    "int32": np.int32,
-    "int64": np.int64,
-    "uint8": np.uint8,
-    "bool": np.bool_,
-}
 _TENSOR_KEYS = {"data", "shape", "dtype"}
 
 
@@ -67,9 +43,9 @@ def to_tensor(value: Any, name: str) -> torch.Tensor:
         data = value["data"]
         dtype_name = value.get("dtype")
         shape = value.get("shape")
-        if dtype_name is not None and dtype_name not in DTYPES:
+        if dtype_name is not None and dtype_name not in BY_NAME:
             raise InputError(
-                f"input {name!r}: unknown dtype {dtype_name!r}; expected one of {sorted(DTYPES)}"
+                f"input {name!r}: unknown dtype {dtype_name!r}; expected one of {list(NAMES)}"
             )
     if isinstance(data, (str, bytes)) or data is None:
         raise InputError(f"input {name!r}: expected numbers, got {type(data).__name__}")
@@ -81,7 +57,7 @@ def to_tensor(value: Any, name: str) -> torch.Tensor:
             elif array.dtype.kind not in "iufb":
                 raise ValueError(f"non-numeric values (numpy dtype {array.dtype})")
         else:
-            array = np.asarray(data, dtype=_NUMPY_FOR[dtype_name])
+            array = np.asarray(data, dtype=BY_NAME[dtype_name].json)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(
             f"input {name!r}: not a rectangular numeric array ({exception_line(exc, 200)})"

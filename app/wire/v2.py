@@ -21,33 +21,12 @@ import torch
 
 from app.errors import BadRequestError, InputError, PayloadTooLargeError, exception_line
 from app.serving.runtime import Signature
+from app.wire.dtypes import BY_DATATYPE, BY_TORCH, DATATYPES
 from app.wire.shapes import OUTPUT_PREFIX, TensorSpec, name_outputs
 
 if TYPE_CHECKING:
     from app.serving.registry import ModelVersion
 
-DATATYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool,
-    "UINT8": torch.uint8,
-    "INT8": torch.int8,
-    "INT16": torch.int16,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-    "FP16": torch.float16,
-    "FP32": torch.float32,
-    "FP64": torch.float64,
-    "BF16": torch.bfloat16,
-}
-DATATYPE_OF = {v: k for k, v in DATATYPES.items()}
-# Raw layout of each datatype (little-endian); BF16 travels as its 16 bits.
-_WIRE = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "BF16": np.dtype("<u2"),
-}
-# How JSON numbers are parsed per datatype (numpy has no bfloat16: parse as float32).
-_JSON = {**_WIRE, "BF16": np.dtype(np.float32)}
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_DIM = 2**31 - 1
 PLATFORM = "pytorch_libtorch"  # Triton's name for TorchScript models
@@ -140,7 +119,7 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
         raise BadRequestError('each input must be an object with "name", "shape", "datatype"')
     name = item["name"]
     datatype = item.get("datatype")
-    if datatype not in DATATYPES:
+    if datatype not in BY_DATATYPE:
         raise BadRequestError(
             f"input {name!r}: datatype {datatype!r} is not supported; use one of {list(DATATYPES)}"
         )
@@ -158,7 +137,7 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
             raise BadRequestError(f"input {name!r}: binary_data_size must be a non-negative integer")
         if "data" in item:
             raise BadRequestError(f"input {name!r}: give either data or binary_data_size, not both")
-        wire = _WIRE[datatype]
+        wire = BY_DATATYPE[datatype].wire
         if size != count * wire.itemsize:
             raise BadRequestError(
                 f"input {name!r}: binary_data_size is {size} bytes, shape {shape} of {datatype} "
@@ -180,7 +159,7 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
     if not isinstance(data, list):
         raise BadRequestError(f"input {name!r}: data must be a list of values")
     try:
-        array = np.asarray(data, dtype=_JSON[datatype])
+        array = np.asarray(data, dtype=BY_DATATYPE[datatype].json)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(
             f"input {name!r}: data is not a rectangular array of {datatype} ({exception_line(exc, 200)})"
@@ -255,9 +234,10 @@ def _output_array(name: str, value: Any) -> tuple[str, np.ndarray]:
         raise InputError(
             f"output {name!r} is a {type(value).__name__}, which the v2 protocol cannot carry here"
         )
-    datatype = DATATYPE_OF.get(value.dtype)
-    if datatype is None:
+    known = BY_TORCH.get(value.dtype)
+    if known is None:
         raise InputError(f"output {name!r} has dtype {value.dtype}, which has no v2 datatype here")
+    datatype = known.datatype
     tensor = value.detach().cpu()
     if datatype == "BF16":
         tensor = tensor.view(torch.int16)  # the 16 raw bits; read back as uint16
@@ -360,11 +340,12 @@ def _spec_entry(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     shape = list(spec.shape)
     if batched and shape:
         shape[0] = -1
-    return {"name": spec.name, "datatype": DATATYPE_OF.get(spec.dtype, UNKNOWN), "shape": shape}
+    known = BY_TORCH.get(spec.dtype)
+    return {"name": spec.name, "datatype": known.datatype if known else UNKNOWN, "shape": shape}
 
 
 def _declared_entry(declared: dict[str, Any] | None, name: str) -> dict[str, Any]:
-    if declared and declared.get("datatype") in DATATYPES and isinstance(declared.get("shape"), list):
+    if declared and declared.get("datatype") in BY_DATATYPE and isinstance(declared.get("shape"), list):
         return {"name": name, "datatype": declared["datatype"], "shape": list(declared["shape"])}
     return {"name": name, "datatype": UNKNOWN, "shape": []}
 
