@@ -10,6 +10,7 @@ import orjson
 import torch
 
 from app.errors import BadRequestError, InputError, exception_line
+from app.wire.binding import bind
 from app.wire.dtypes import BY_NAME, NAMES
 
 _TENSOR_KEYS = {"data", "shape", "dtype"}
@@ -88,17 +89,7 @@ def decode_inputs(payload: Any, arg_names: Sequence[str], required: int) -> list
     if n == 1 and not (isinstance(inputs, dict) and set(inputs) == {arg_names[0]}):
         return [to_tensor(inputs, arg_names[0])]
     if isinstance(inputs, dict) and not is_tensor_object(inputs):
-        unknown = sorted(set(inputs) - set(arg_names))
-        if unknown:
-            raise InputError(f"unknown inputs {unknown}; the model's inputs are {list(arg_names)}")
-        missing = [a for a in arg_names[:required] if a not in inputs]
-        if missing:
-            raise InputError(f"missing inputs {missing}; the model's inputs are {list(arg_names)}")
-        given = [a for a in arg_names if a in inputs]
-        if given != list(arg_names[: len(given)]):
-            raise InputError(
-                f"inputs {given} leave a gap: optional inputs can be left out only at the end"
-            )
+        given = bind({a: a for a in inputs}, arg_names, required)
         return [to_tensor(inputs[a], a) for a in given]
     if isinstance(inputs, list) and n > 1:
         if not required <= len(inputs) <= n:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from app.errors import BadRequestError, InputError
+from app.wire.binding import bind
 from app.wire.native import to_wire
 
 NPY = "application/x-npy"
@@ -70,13 +71,8 @@ def decode_npz(body: bytes, arg_names: Sequence[str], required: int, max_bytes: 
         if len(ordered) > len(names):
             raise InputError(f"got {len(ordered)} arrays; the model's inputs are {names}")
     else:
-        unknown = sorted(set(arrays) - set(names))
-        if unknown:
-            raise InputError(f"unknown inputs {unknown}; the model's inputs are {names}")
         keyed = arrays
-    given = [n for n in names if n in keyed]
-    if given != names[: len(given)] or len(given) < required:
-        raise InputError(f"inputs {given} do not cover the required inputs {names[:required]}")
+    given = bind({n: n for n in keyed}, names, required)
     return [_tensor(keyed[n], n) for n in given]
 
 

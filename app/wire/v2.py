@@ -21,6 +21,7 @@ import torch
 
 from app.errors import BadRequestError, InputError, PayloadTooLargeError, exception_line
 from app.serving.runtime import Signature
+from app.wire.binding import bind
 from app.wire.dtypes import BY_DATATYPE, BY_TORCH, DATATYPES
 from app.wire.shapes import OUTPUT_PREFIX, TensorSpec, name_outputs
 
@@ -174,17 +175,7 @@ def _decode_input(item: Any, body: memoryview, offset: int) -> tuple[str, torch.
 
 def bind_inputs(inputs: dict[str, torch.Tensor], signature: Signature) -> list[torch.Tensor]:
     """Order named inputs as ``forward``'s positional arguments."""
-    names = signature.names
-    unknown = [n for n in inputs if n not in names]
-    if unknown:
-        raise InputError(f"unknown inputs {unknown}; the model's inputs are {names}")
-    missing = [n for n in names[: signature.required] if n not in inputs]
-    if missing:
-        raise InputError(f"missing inputs {missing}; the model's inputs are {names}")
-    given = [n for n in names if n in inputs]
-    if given != names[: len(given)]:
-        raise InputError(f"inputs {given} leave a gap: optional inputs can be left out only at the end")
-    return [inputs[n] for n in given]
+    return bind(inputs, signature.names, signature.required)
 
 
 def encode_response(
