@@ -1,8 +1,8 @@
 """Predictions: the documented routes.
 
-On a running app, ``app.api.middleware.fastpath.PredictFastPath`` answers these paths before FastAPI's
-routing and dependency solving (a large share of per-request CPU); both call
-``app.serving.prediction.predict``, so behaviour is the same either way.
+On a running app, ``app.api.middleware.fastpath.PredictFastPath`` answers these paths before
+FastAPI's routing and dependency solving (a large share of per-request CPU). These routes
+document them (OpenAPI) and answer with the same function, should a request reach them.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.api.deps import ReaderDep, RegistryDep, SettingsDep
-from app.api.middleware.request_context import attribute
-from app.serving import prediction
-from app.serving.registry import Registry
+from app.api.middleware.fastpath import answer_prediction
 
 router = APIRouter(tags=["predict"])
 
@@ -74,24 +71,14 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 TimeoutQuery = Query(None, gt=0, le=3600, description="deadline for this request in seconds")
 
 
-async def _predict(
-    registry: Registry, name: str, version: int | None, request: Request, timeout_s: float, max_bytes: int
-) -> Response:
-    registry.get(name, version)  # 404 before reading the body
-    body = await request.body()
-    # Resolve after the last await before submit: a version removed while the body arrived
-    # is never used, so requests for the default version always reach one that is serving.
-    mv = registry.get(name, version)
-    attribute(request.scope, mv.batcher.observer)
-    result = await prediction.predict(
-        mv,
-        request.headers.get("content-type", "application/json"),
-        request.headers.get("accept", ""),
-        body,
-        timeout_s,
-        max_bytes,
+async def _answer(request: Request, name: str, version: int | None) -> Response:
+    # The same function the fast path calls: one sequence of checks for every prediction.
+    answer = await answer_prediction(
+        request.app.state, request.scope, request.receive, name,
+        None if version is None else str(version),
     )
-    return Response(result.body, media_type=result.media_type, headers=result.headers)
+    return Response(answer.body, status_code=answer.status, headers=answer.headers,
+                    media_type=answer.media_type.decode())
 
 
 @router.post(
@@ -101,13 +88,8 @@ async def _predict(
     responses=_RESPONSES,
     response_class=Response,
 )
-async def predict(
-    name: str, request: Request, _: ReaderDep, registry: RegistryDep, settings: SettingsDep,
-    timeout_s: float | None = TimeoutQuery,
-) -> Response:
-    return await _predict(
-        registry, name, None, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
-    )
+async def predict(name: str, request: Request, timeout_s: float | None = TimeoutQuery) -> Response:
+    return await _answer(request, name, None)
 
 
 @router.post(
@@ -118,9 +100,6 @@ async def predict(
     response_class=Response,
 )
 async def predict_version(
-    name: str, version: int, request: Request, _: ReaderDep, registry: RegistryDep,
-    settings: SettingsDep, timeout_s: float | None = TimeoutQuery,
+    name: str, version: int, request: Request, timeout_s: float | None = TimeoutQuery
 ) -> Response:
-    return await _predict(
-        registry, name, version, request, timeout_s or settings.request_timeout_s, settings.max_body_bytes
-    )
+    return await _answer(request, name, version)

@@ -17,7 +17,9 @@ from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.api.middleware.request_context import attribute
 from app.config import Settings
 from app.errors import NotFoundError
-from app.serving.registry import ModelVersion, Registry
+from app.serving import pipeline
+from app.serving.model_version import ModelVersion
+from app.serving.registry import Registry
 from app.wire.v2 import (
     HEADER_LENGTH,
     bind_inputs,
@@ -56,12 +58,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _version(registry: Registry, name: str, version: str | None) -> ModelVersion:
+def _version_number(name: str, version: str | None) -> int | None:
     if version is None:
-        return registry.get(name)
+        return None
     if not version.isdigit():
         raise NotFoundError(f"model {name!r} has no version {version!r}")
-    return registry.get(name, int(version))
+    return int(version)
+
+
+def _version(registry: Registry, name: str, version: str | None) -> ModelVersion:
+    return registry.get(name, _version_number(name, version))
 
 
 @router.get("", summary="Server metadata")
@@ -110,19 +116,14 @@ async def version_ready(
 async def _infer(
     registry: Registry, name: str, version: str | None, request: Request, settings: Settings
 ) -> Response:
-    _version(registry, name, version)  # 404 before reading the body
-    raw = await request.body()
-    # Resolve after the last await before submit: a version removed while the body arrived
-    # is never used, so requests for the default version always reach one that is serving.
-    mv = _version(registry, name, version)
+    number = _version_number(name, version)
+    mv, raw = await pipeline.resolve_and_read(registry, name, number, request.body)
     attribute(request.scope, mv.batcher.observer)
     body = inflate(raw, request.headers.get("content-encoding"), settings.max_body_bytes)
     infer = parse_request(body, header_length(request.headers.get(HEADER_LENGTH)))
-    names = mv.model.signature.names
     inputs = bind_inputs(infer.inputs, mv.model.signature)
-    output = await mv.batcher.submit(inputs, infer.timeout_s or settings.request_timeout_s)
+    output = await pipeline.submit(mv, inputs, infer.timeout_s or settings.request_timeout_s)
     content, json_length = encode_response(mv.name, mv.version, infer, output)
-    mv.learnt.record(names, inputs, output)
     if json_length is None:
         return Response(content, media_type="application/json")
     return Response(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from app.errors import UnsupportedMediaTypeError
+from app.serving import pipeline
 from app.serving.registry import ModelVersion
 from app.wire import npy
 from app.wire.dtypes import BY_NAME
@@ -68,8 +69,7 @@ async def predict(
 ) -> PredictionResult:
     """Run one request through ``mv``'s batcher and encode the output as asked."""
     inputs = decode(content_type.split(";")[0].strip().lower(), body, mv, max_bytes)
-    output = await mv.batcher.submit(inputs, timeout_s)
-    mv.learnt.record(mv.model.signature.names, inputs, output)  # v2 model metadata
+    output = await pipeline.submit(mv, inputs, timeout_s)
     if npy.NPY in accept or npy.NPZ in accept:
         media_type = npy.NPY if npy.NPY in accept else npy.NPZ
         headers = {"X-Model": mv.name, "X-Model-Version": str(mv.version)}

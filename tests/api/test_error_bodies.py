@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import zipfile
 
+import torch
+
 from app.errors import redact_paths
 from tests.support.api import AUTH, upload
 from tests.support.leaks import assert_no_leak
@@ -46,3 +48,24 @@ def test_error_bodies_do_not_leak_internals(client, archives, settings, tmp_path
 def test_redaction_keeps_media_types_and_removes_paths():
     text = "cannot open /srv/store/.staging/ab12/model.torchscript: multipart/form-data expected"
     assert redact_paths(text) == "cannot open <path>: multipart/form-data expected"
+
+
+class _NamesAPath(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise ValueError("cannot read /srv/secret/weights/extra.bin")
+        return x
+
+
+def test_model_errors_on_the_fast_path_are_redacted(client, tmp_path):
+    path = tmp_path / "names_a_path.torchscript"
+    torch.jit.script(_NamesAPath()).save(str(path))
+    assert upload(client, "leaky", path).status_code == 201
+    for url in ("/models/leaky/predict", "/models/leaky/versions/1/predict"):
+        r = client.post(url, json={"inputs": [[-1.0]]})
+        assert r.status_code == 422
+        message = r.json()["error"]["message"]
+        assert "/srv/secret" not in message and "cannot read <path>" in message, message
+    v2 = client.post("/v2/models/leaky/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [-1.0]}]})
+    assert v2.status_code == 422 and "/srv/secret" not in v2.text and "<path>" in v2.text

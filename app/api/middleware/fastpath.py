@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.errors import error_body
 from app.api.middleware.request_context import attribute
 from app.errors import InputError, PayloadTooLargeError, ScriptServeError
 from app.security import check_token
-from app.serving import prediction
-from app.wire.native import dump_json
+from app.serving import pipeline, prediction
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ _JSON = b"application/json"
 
 class _InvalidRequest(InputError):
     code = "invalid_request"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete HTTP answer to one prediction request."""
+
+    status: int
+    media_type: bytes
+    body: bytes
+    headers: dict[str, str]
 
 
 class PredictFastPath:
@@ -47,53 +58,57 @@ class PredictFastPath:
         if match is None:
             await self.app(scope, receive, send)
             return
-        try:
-            status, media_type, body, extra = 200, *await self._predict(scope, receive, match)
-        except ScriptServeError as exc:
-            status, media_type, extra = exc.status_code, _JSON, exc.headers
-            if status >= 500:  # as the app's error handler does
-                log.warning("POST %s -> %d %s", scope["path"], status, exc.message)
-            body = dump_json({"error": {"code": exc.code, "message": exc.message}})
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            status, media_type, extra = 500, _JSON, {}
-            body = b'{"error":{"code":"internal_error","message":"internal server error"}}'
-        headers = [(b"content-type", media_type), (b"content-length", str(len(body)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        answer = await answer_prediction(self.state, scope, receive, match.group(1), match.group(2))
+        headers = [(b"content-type", answer.media_type), (b"content-length", str(len(answer.body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers.items()]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
-    async def _predict(
-        self, scope: Scope, receive: Receive, match: re.Match[str]
-    ) -> tuple[bytes, bytes, dict[str, str]]:
-        state = self.state
-        settings = state.settings
-        headers = dict(scope["headers"])
-        if settings.inference_token:
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            check_token(auth, settings.inference_token, state.admin_token)
-        name, version_text = match.group(1), match.group(2)
-        version = None
-        if version_text is not None:
-            if not version_text.isdigit():
-                raise _InvalidRequest(f"version: must be an integer, got {version_text[:20]!r}")
-            version = int(version_text)
-        timeout_s = _timeout(scope, settings.request_timeout_s)
-        state.registry.get(name, version)  # 404 before reading the body
-        body = await _read_body(receive, headers, settings.max_body_bytes)
-        # Resolve after the last await before submit: a version removed while the body arrived
-        # is never used, so requests for the default version always reach one that is serving.
-        mv = state.registry.get(name, version)
-        attribute(scope, mv.batcher.observer)
-        result = await prediction.predict(
-            mv,
-            headers.get(b"content-type", b"application/json").decode("latin-1"),
-            headers.get(b"accept", b"").decode("latin-1"),
-            body,
-            timeout_s,
-            settings.max_body_bytes,
-        )
-        return result.media_type.encode(), result.body, result.headers
+
+async def answer_prediction(
+    state: State, scope: Scope, receive: Receive, name: str, version_text: str | None
+) -> Answer:
+    """Answer ``POST /models/{name}[/versions/{version}]/predict``, errors included."""
+    try:
+        media_type, body, headers = await _predict(state, scope, receive, name, version_text)
+        return Answer(200, media_type, body, headers)
+    except ScriptServeError as exc:
+        if exc.status_code >= 500:  # as the app's error handler does
+            log.warning("POST %s -> %d %s", scope["path"], exc.status_code, exc.message)
+        return Answer(exc.status_code, _JSON, error_body(exc.code, exc.message), exc.headers)
+    except Exception:
+        log.exception("unhandled error on POST %s", scope["path"])
+        body = error_body("internal_error", "internal server error (see the server log)")
+        return Answer(500, _JSON, body, {})
+
+
+async def _predict(
+    state: State, scope: Scope, receive: Receive, name: str, version_text: str | None
+) -> tuple[bytes, bytes, dict[str, str]]:
+    settings = state.settings
+    headers = dict(scope["headers"])
+    if settings.inference_token:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        check_token(auth, settings.inference_token, state.admin_token)
+    version = None
+    if version_text is not None:
+        if not version_text.isdigit():
+            raise _InvalidRequest(f"version: must be an integer, got {version_text[:20]!r}")
+        version = int(version_text)
+    timeout_s = _timeout(scope, settings.request_timeout_s)
+    mv, body = await pipeline.resolve_and_read(
+        state.registry, name, version, lambda: _read_body(receive, headers, settings.max_body_bytes)
+    )
+    attribute(scope, mv.batcher.observer)
+    result = await prediction.predict(
+        mv,
+        headers.get(b"content-type", b"application/json").decode("latin-1"),
+        headers.get(b"accept", b"").decode("latin-1"),
+        body,
+        timeout_s,
+        settings.max_body_bytes,
+    )
+    return result.media_type.encode(), result.body, result.headers
 
 
 def _timeout(scope: Scope, default: float) -> float:

@@ -1,0 +1,34 @@
+"""One prediction through the server, whatever the protocol (native HTTP, v2 HTTP, gRPC).
+
+Resolve the version (404 before the body is read), read the body, resolve again after the
+last await before submitting (a version removed while the body arrived is never used, so
+requests for the default version always reach one that is serving), decode, submit to the
+version's batcher, and remember the shapes it showed (v2 model metadata).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import torch
+
+from app.serving.model_version import ModelVersion
+from app.serving.registry import Registry
+
+
+async def resolve_and_read(
+    registry: Registry, name: str, version: int | None, read_body: Callable[[], Awaitable[bytes]]
+) -> tuple[ModelVersion, bytes]:
+    """The serving version and the request body; 404 / 503 before the body is read."""
+    registry.get(name, version)
+    body = await read_body()
+    return registry.get(name, version), body
+
+
+async def submit(mv: ModelVersion, inputs: Sequence[torch.Tensor], timeout_s: float) -> Any:
+    """Run decoded inputs through the version's batcher; learn their shapes on success."""
+    tensors = list(inputs)
+    output = await mv.batcher.submit(tensors, timeout_s)
+    mv.learnt.record(mv.model.signature.names, tensors, output)
+    return output
