@@ -89,7 +89,7 @@ def v2_body(inputs: dict[str, TensorLike], binary: bool, outputs: list[str] | No
         datatype, raw = v2_array(value)
         spec: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(raw.shape)}
         if binary:
-            chunk = memoryview(raw).cast("B")
+            chunk = raw.data.cast("B")
             spec["parameters"] = {"binary_data_size": chunk.nbytes}
             chunks.append(chunk)
         else:

@@ -14,7 +14,13 @@ from torch import nn
 
 from app.compiler.forms import LoadedWeights, load_weights
 from app.compiler.report import explain
-from app.compiler.spec import CompileFailure, CompileSpec
+from app.compiler.spec import (
+    ArchitectureSpec,
+    CompileFailure,
+    CompileSpec,
+    PickledModuleSpec,
+    SourceSpec,
+)
 from app.errors import is_out_of_memory
 
 SOURCE_MODULE = "user_model"
@@ -22,11 +28,11 @@ SOURCE_MODULE = "user_model"
 
 def eager_model(spec: CompileSpec, workdir: Path) -> tuple[nn.Module, dict[str, Any] | None]:
     """The eager module in eval mode with its weights, and a summary of those weights."""
-    user_files = {str(workdir / spec.source_file)} if spec.source_file else set()
+    user_files = {str(workdir / spec.source_path)} if spec.source_path else set()
     weights: LoadedWeights | nn.Module | None = None
     if spec.weights_file:
         weights = load_weights(workdir / spec.weights_file, spec.weights_format or "state_dict")
-    if spec.form == "pickled_module":
+    if isinstance(spec, PickledModuleSpec):
         if not isinstance(weights, nn.Module):
             raise CompileFailure(
                 "bad_weights",
@@ -36,8 +42,12 @@ def eager_model(spec: CompileSpec, workdir: Path) -> tuple[nn.Module, dict[str, 
         model = weights
         summary = {"format": "pickled module (trusted)", "tensors": len(model.state_dict())}
     else:
-        factory = (_from_source(workdir / spec.source_file, spec.entrypoint or "", user_files)
-                   if spec.form == "source" else _from_import_path(spec.architecture or ""))
+        if isinstance(spec, SourceSpec):
+            factory = _from_source(workdir / spec.source_file, spec.entrypoint, user_files)
+        elif isinstance(spec, ArchitectureSpec):
+            factory = _from_import_path(spec.architecture)
+        else:
+            raise TypeError(f"unknown compile form {spec.form!r}")
         model = _construct(factory, spec.init_kwargs, user_files)
         summary = None
         if isinstance(weights, nn.Module):

@@ -74,8 +74,8 @@ def _random(shape: list[int], dtype: torch.dtype, gen: torch.Generator,
         return torch.randint(lo, max(int(high) if high is not None else 2, lo + 1), shape,
                              generator=gen, dtype=dtype)
     if low is not None or high is not None:
-        lo, hi = float(low if low is not None else 0.0), float(high if high is not None else 1.0)
-        return (torch.rand(shape, generator=gen) * (hi - lo) + lo).to(dtype)
+        bottom, top = float(low if low is not None else 0.0), float(high if high is not None else 1.0)
+        return (torch.rand(shape, generator=gen) * (top - bottom) + bottom).to(dtype)
     return torch.randn(shape, generator=gen).to(dtype)
 
 

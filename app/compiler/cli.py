@@ -12,8 +12,11 @@ from typing import Any
 from app.compiler.forms import BUILTIN_EXAMPLES, inspect_weights, resolve_architecture
 from app.compiler.spec import (
     METHODS,
+    ArchitectureSpec,
     CompileFailure,
     CompileSpec,
+    PickledModuleSpec,
+    SourceSpec,
     SpecError,
     parse_cli_example,
     parse_examples,
@@ -82,33 +85,34 @@ def run(args: argparse.Namespace) -> int:
 def _spec(args: argparse.Namespace) -> CompileSpec:
     examples = parse_examples(args.example_json) if args.example_json else [
         parse_cli_example(e) for e in args.example]
-    spec = CompileSpec(form="architecture", method=args.method, examples=examples,
-                       init_kwargs=parse_init_kwargs(args.init_kwargs), optimize=args.optimize,
-                       accept_divergent_trace=args.accept_divergent_trace)
-    file_part, _, entry = args.model.rpartition(":")
-    if file_part.endswith(".py") or (file_part and Path(file_part).is_file()):
-        source = Path(file_part).resolve()
-        if not source.is_file():
-            raise SpecError(f"no such source file: {file_part}")
-        spec.form, spec.entrypoint = "source", entry
-        spec.source_file, spec.source_name = str(source), str(file_part)
+    common: dict[str, Any] = {
+        "method": args.method, "examples": examples, "init_kwargs": parse_init_kwargs(args.init_kwargs),
+        "optimize": args.optimize, "accept_divergent_trace": args.accept_divergent_trace,
+    }
     if args.weights is not None:
         if not args.weights.is_file():
             raise SpecError(f"no such weights file: {args.weights}")
         info = inspect_weights(args.weights)
         if info.format == "pickle" and not args.trust_pickled_module:
             raise SpecError(info.refusal() + " (or pass --trust-pickled-module for your own file)")
-        spec.weights_file, spec.weights_format = str(args.weights.resolve()), info.format
-        spec.weights_name = str(args.weights)
-    if spec.form == "architecture":
-        if args.model == "pickled":
-            if spec.weights_format != "pickle":
-                raise SpecError("'pickled' compiles a whole pickled module: give it as --weights "
-                                "with --trust-pickled-module")
-            spec.form = "pickled_module"
-        else:
-            spec.architecture = resolve_architecture(args.model, [args.model] if ":" in args.model else [])
-            spec.examples = spec.examples or list(BUILTIN_EXAMPLES.get(spec.architecture, []))
+        common.update(weights_file=str(args.weights.resolve()), weights_format=info.format,
+                      weights_name=str(args.weights))
+    spec: CompileSpec
+    file_part, _, entry = args.model.rpartition(":")
+    if file_part.endswith(".py") or (file_part and Path(file_part).is_file()):
+        source = Path(file_part).resolve()
+        if not source.is_file():
+            raise SpecError(f"no such source file: {file_part}")
+        spec = SourceSpec(**common, source_file=str(source), source_name=str(file_part), entrypoint=entry)
+    elif args.model == "pickled":
+        if common.get("weights_format") != "pickle":
+            raise SpecError("'pickled' compiles a whole pickled module: give it as --weights "
+                            "with --trust-pickled-module")
+        spec = PickledModuleSpec(**common)
+    else:
+        path = resolve_architecture(args.model, [args.model] if ":" in args.model else [])
+        common["examples"] = common["examples"] or list(BUILTIN_EXAMPLES.get(path, []))
+        spec = ArchitectureSpec(**common, architecture=path)
     if not spec.examples:
         raise SpecError("give example inputs: --example 1x320:float32 (one per input)")
     return spec

@@ -49,11 +49,11 @@ def _compile_eager(spec: CompileSpec, workdir: Path, output: Path, redact: Redac
     started = time.monotonic()
     quiet_jit_deprecation()
     torch.manual_seed(0)  # architectures without weights get reproducible parameters
-    user_files = {str(workdir / spec.source_file)} if spec.source_file else set()
+    user_files = {str(workdir / spec.source_path)} if spec.source_path else set()
     report = CompileReport(
         form=spec.form,
         method_requested=spec.method,
-        model=_model_name(spec),
+        model=spec.describe(),
         examples=describe_examples(spec.examples),
         torch_version=torch.__version__,
     )
@@ -86,14 +86,6 @@ def _compile_eager(spec: CompileSpec, workdir: Path, output: Path, redact: Redac
         )
     report.seconds = time.monotonic() - started
     return report.as_dict()
-
-
-def _model_name(spec: CompileSpec) -> str:
-    if spec.form == "source":
-        return f"{spec.source_name}:{spec.entrypoint}"
-    if spec.form == "architecture":
-        return spec.architecture or ""
-    return f"pickled module {spec.weights_name or ''}".strip()
 
 
 def _compile(model: torch.nn.Module, spec: CompileSpec, examples: tuple[torch.Tensor, ...],

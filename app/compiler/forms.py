@@ -143,13 +143,13 @@ def _pickle_globals(stream: Any, count: int) -> list[str]:
                     module, _, name = str(arg).partition(" ")
                     found.append(f"{module}.{name}")
                 elif op.name in {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"}:
-                    strings.append(arg)
+                    strings.append(str(arg))
                 elif op.name in {"BINPUT", "LONG_BINPUT", "PUT"} and strings:
-                    memo[int(arg)] = strings[-1]
+                    memo[int(str(arg))] = strings[-1]
                 elif op.name == "MEMOIZE" and strings:
                     memo[len(memo)] = strings[-1]
-                elif op.name in {"BINGET", "LONG_BINGET", "GET"} and int(arg) in memo:
-                    strings.append(memo[int(arg)])
+                elif op.name in {"BINGET", "LONG_BINGET", "GET"} and int(str(arg)) in memo:
+                    strings.append(memo[int(str(arg))])
                 elif op.name == "STACK_GLOBAL":
                     found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>.<unknown>")
                 elif op.name in {"INST", "OBJ"}:

@@ -130,7 +130,8 @@ def user_frame(exc: BaseException, user_files: set[str]) -> traceback.FrameSumma
             return frame
     import torch  # only in the compile process
 
-    skip = tuple(str(Path(m.__file__).parent) for m in (torch, traceback)) + (str(Path(__file__).parent),)
+    skip = tuple(str(Path(m.__file__ or "").parent) for m in (torch, traceback))
+    skip += (str(Path(__file__).parent),)
     for frame in reversed(frames):
         if not frame.filename.startswith(skip) and not frame.filename.startswith("<"):
             return frame

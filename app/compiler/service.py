@@ -23,7 +23,10 @@ from app.compiler.forms import (
 )
 from app.compiler.report import Redactor
 from app.compiler.spec import (
+    ArchitectureSpec,
     CompileSpec,
+    PickledModuleSpec,
+    SourceSpec,
     SpecError,
     parse_bool,
     parse_examples,
@@ -60,7 +63,9 @@ class CompilePlan:
 
     @property
     def original_filename(self) -> str:
-        return self.spec.source_name or self.spec.weights_name or ""
+        if isinstance(self.spec, SourceSpec):
+            return self.spec.source_name
+        return self.spec.weights_name or ""
 
 
 class Compiler:
@@ -95,15 +100,14 @@ class Compiler:
         fields = {k: v.strip() for k, v in form.fields.items()}
         weights, source = _nonempty(form, "weights"), _nonempty(form, "source")
         architecture, entrypoint = fields.get("architecture", ""), fields.get("entrypoint", "")
-        spec = CompileSpec(
-            form="architecture",
-            method=parse_method(fields.get("method", "")),
-            examples=parse_examples(fields.get("example_inputs", "")),
-            init_kwargs=parse_init_kwargs(fields.get("init_kwargs", "")),
-            optimize=parse_bool(fields.get("optimize", ""), "optimize"),
-            accept_divergent_trace=parse_bool(fields.get("accept_divergent_trace", ""),
-                                              "accept_divergent_trace"),
-        )
+        common: dict[str, Any] = {
+            "method": parse_method(fields.get("method", "")),
+            "examples": parse_examples(fields.get("example_inputs", "")),
+            "init_kwargs": parse_init_kwargs(fields.get("init_kwargs", "")),
+            "optimize": parse_bool(fields.get("optimize", ""), "optimize"),
+            "accept_divergent_trace": parse_bool(fields.get("accept_divergent_trace", ""),
+                                                 "accept_divergent_trace"),
+        }
         files: dict[str, Path] = {}
         if source is not None:
             if not self.settings.allow_source_uploads:
@@ -118,33 +122,38 @@ class Compiler:
                     "'entrypoint' is required with 'source': the name of the nn.Module class or "
                     "factory function in it, e.g. entrypoint=Classification"
                 )
-            spec.form, spec.entrypoint = "source", entrypoint
-            spec.source_file, spec.source_name = SOURCE_FILE, _display_name(source, "model.py")
             files[SOURCE_FILE] = source.path
         elif entrypoint:
             raise SpecError("'entrypoint' names a class in the uploaded 'source'; send the source too")
         elif weights is None:
             raise SpecError("an eager upload needs 'weights' (with 'architecture') or 'source'")
+        pickled = False
         if weights is not None:
             info = inspect_weights(weights.path)
             if info.format == "pickle" and not self.settings.trust_pickled_modules:
                 raise CompileError(info.refusal(), reason="pickled_module")
-            spec.weights_file, spec.weights_format = WEIGHTS_FILE, info.format
-            spec.weights_name = _display_name(weights, "weights")
+            common.update(weights_file=WEIGHTS_FILE, weights_format=info.format,
+                          weights_name=_display_name(weights, "weights"))
             files[WEIGHTS_FILE] = weights.path
-            if spec.form != "source" and not architecture:
+            if source is None and not architecture:
                 if info.format != "pickle":
                     raise SpecError(
                         "a state_dict needs the model it belongs to: send 'architecture' (one of "
                         f"{self.architectures()}) or the model's 'source' with 'entrypoint'"
                     )
-                spec.form = "pickled_module"
-        if spec.form == "architecture":
-            spec.architecture = resolve_architecture(architecture, self.settings.architectures)
-        if spec.form == "pickled_module" and spec.init_kwargs:
-            raise SpecError("'init_kwargs' apply to 'architecture' or 'source', not to a pickled module")
-        if not spec.examples:
-            spec.examples = list(BUILTIN_EXAMPLES.get(spec.architecture or "", []))
+                pickled = True
+        spec: CompileSpec
+        if source is not None:
+            spec = SourceSpec(**common, source_file=SOURCE_FILE, entrypoint=entrypoint,
+                              source_name=_display_name(source, "model.py"))
+        elif pickled:
+            if common["init_kwargs"]:
+                raise SpecError("'init_kwargs' apply to 'architecture' or 'source', not to a pickled module")
+            spec = PickledModuleSpec(**common)
+        else:
+            path = resolve_architecture(architecture, self.settings.architectures)
+            common["examples"] = common["examples"] or list(BUILTIN_EXAMPLES.get(path, []))
+            spec = ArchitectureSpec(**common, architecture=path)
         if not spec.examples:
             raise SpecError(
                 "'example_inputs' is required: the compiled module is checked against the eager "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
 from app.wire.dtypes import BY_NAME, NAMES
 
@@ -33,31 +33,86 @@ class SpecError(ValueError):
     """A compile option is malformed (400 on the server, a usage error in the CLI)."""
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CompileSpec:
-    """Everything the compile process needs; file names are relative to its working dir."""
+    """Everything the compile process needs; file names are relative to its working dir.
 
-    form: Literal["architecture", "source", "pickled_module"]
+    One subclass per form of eager model: ``ArchitectureSpec``, ``SourceSpec``,
+    ``PickledModuleSpec``.
+    """
+
+    FORM: ClassVar[str] = ""
     method: str = "auto"
     examples: list[dict[str, Any]] = field(default_factory=list)
-    architecture: str | None = None  # import path "pkg.module:Name"
-    source_file: str | None = None  # where the uploaded .py lies in the working dir
-    source_name: str | None = None  # the name the user gave it, for messages
-    entrypoint: str | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     weights_file: str | None = None
-    weights_format: str | None = None  # state_dict, safetensors or pickled_module
-    weights_name: str | None = None
+    weights_format: str | None = None  # state_dict, safetensors or pickle
+    weights_name: str | None = None  # the name the user gave the weights, for messages
     optimize: bool = False
     accept_divergent_trace: bool = False
 
-    def to_payload(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def form(self) -> str:
+        return self.FORM
 
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> CompileSpec:
-        known = set(cls.__dataclass_fields__)
+    @property
+    def source_path(self) -> str | None:
+        """The uploaded source file, for the forms that have one."""
+        return None
+
+    def describe(self) -> str:
+        """The model as the user named it."""
+        raise NotImplementedError
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"form": self.FORM, **asdict(self)}
+
+    @staticmethod
+    def from_payload(payload: dict[str, Any]) -> CompileSpec:
+        forms: dict[str, type[CompileSpec]] = {
+            c.FORM: c for c in (ArchitectureSpec, SourceSpec, PickledModuleSpec)}
+        cls = forms[payload["form"]]
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchitectureSpec(CompileSpec):
+    """A known architecture (import path ``pkg.module:Name``) with a state_dict."""
+
+    FORM: ClassVar[str] = "architecture"
+    architecture: str
+
+    def describe(self) -> str:
+        return self.architecture
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSpec(CompileSpec):
+    """The model's own source file, its entry point, and optional weights."""
+
+    FORM: ClassVar[str] = "source"
+    source_file: str  # where the uploaded .py lies in the working dir
+    source_name: str  # the name the user gave it, for messages
+    entrypoint: str
+
+    @property
+    def source_path(self) -> str | None:
+        return self.source_file
+
+    def describe(self) -> str:
+        return f"{self.source_name}:{self.entrypoint}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PickledModuleSpec(CompileSpec):
+    """A whole pickled module (trusted uploads only)."""
+
+    FORM: ClassVar[str] = "pickled_module"
+    weights_file: str
+
+    def describe(self) -> str:
+        return f"pickled module {self.weights_name or ''}".strip()
 
 
 def parse_method(raw: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.compiler.report import Redactor
-from app.compiler.spec import CompileFailure, CompileSpec
+from app.compiler.spec import CompileFailure, CompileSpec, SourceSpec
 from app.sandbox.child import TaskFailure
 from app.store import ARCHIVE_FILE
 
@@ -26,8 +26,8 @@ def compile_task(payload: dict[str, Any]) -> dict[str, Any]:
     workdir = Path.cwd()
     spec = CompileSpec.from_payload(payload["spec"])
     names = {str(workdir): "."}
-    if spec.source_file:
-        names[str(workdir / spec.source_file)] = spec.source_name or "model.py"
+    if isinstance(spec, SourceSpec):
+        names[str(workdir / spec.source_file)] = spec.source_name
     if spec.weights_file:
         names[str(workdir / spec.weights_file)] = spec.weights_name or "weights"
     try:

@@ -31,7 +31,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from app.errors import InvalidArchiveError, UnsafeArchiveError, exception_line
 
@@ -243,7 +243,7 @@ def _global_problem(module: str, name: str) -> str | None:
     return "a global torch's pickler does not write"
 
 
-def scan_pickle(stream: io.BufferedIOBase | Any, where: str) -> list[Finding]:
+def scan_pickle(stream: IO[bytes], where: str) -> list[Finding]:
     """Globals in one pickle that torch's TorchScript unpickler should not be asked to build."""
     findings = []
     try:

@@ -87,7 +87,7 @@ def resolve_device(requested: str | None, default: str) -> str:
 
 def signature_of(module: torch.jit.ScriptModule) -> Signature:
     """Read ``forward``'s argument names and types from its TorchScript schema."""
-    schema = module.forward.schema
+    schema = module.forward.schema  # type: ignore[attr-defined]  # a ScriptMethod
     args = tuple(
         ArgSpec(a.name, str(a.type), a.has_default_value()) for a in schema.arguments[1:]
     )

@@ -100,5 +100,5 @@ def encode(output: Any, media_type: str) -> bytes:
     else:
         arrays: dict[str, np.ndarray] = {}
         _flatten(wire, "", arrays)
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs as flags
     return buffer.getvalue()

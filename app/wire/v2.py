@@ -200,7 +200,7 @@ def encode_response(
         datatype, array = _output_array(name, value)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary[name]:
-            chunk = memoryview(np.ascontiguousarray(array)).cast("B")
+            chunk = np.ascontiguousarray(array).data.cast("B")
             entry["parameters"] = {"binary_data_size": chunk.nbytes}
             chunks.append(chunk)
         else:

@@ -9,7 +9,7 @@ import torch
 
 from app.compiler.compile import compile_eager
 from app.compiler.report import Redactor
-from app.compiler.spec import CompileFailure, CompileSpec
+from app.compiler.spec import ArchitectureSpec, CompileFailure, SourceSpec
 from app.examples import InputConfirm
 from tests.support.compile_sources import classification_weights, write_source
 
@@ -18,8 +18,8 @@ X8 = [{"shape": [1, 8], "dtype": "float32"}]
 
 def compile_source(folder: Path, name: str, entrypoint: str, examples=X8, **options):
     source = write_source(folder, name)
-    spec = CompileSpec(form="source", source_file=source.name, source_name=source.name,
-                       entrypoint=entrypoint, examples=examples, **options)
+    spec = SourceSpec(source_file=source.name, source_name=source.name,
+                      entrypoint=entrypoint, examples=examples, **options)
     out = folder / "out.torchscript"
     report = compile_eager(spec, folder, out, Redactor({str(source): source.name, str(folder): "."}))
     return report, torch.jit.load(str(out))
@@ -134,10 +134,10 @@ def test_nested_checkpoint_and_integer_inputs(tmp_path):
     emb = torch.nn.Embedding(10, 3)
     path = tmp_path / "ckpt.pt"
     torch.save({"model_state_dict": {f"module.{k}": v for k, v in emb.state_dict().items()}}, path)
-    spec = CompileSpec(form="architecture", architecture="torch.nn:Embedding",
-                       init_kwargs={"num_embeddings": 10, "embedding_dim": 3},
-                       examples=[{"shape": [2, 5], "dtype": "int64", "high": 10}],
-                       weights_file=path.name, weights_format="state_dict")
+    spec = ArchitectureSpec(architecture="torch.nn:Embedding",
+                            init_kwargs={"num_embeddings": 10, "embedding_dim": 3},
+                            examples=[{"shape": [2, 5], "dtype": "int64", "high": 10}],
+                            weights_file=path.name, weights_format="state_dict")
     report = compile_eager(spec, tmp_path, tmp_path / "emb.torchscript", Redactor())
     assert report["weights"]["notes"] == ["used the checkpoint's 'model_state_dict' entry as the state_dict",
                                           "removed the 'module.' prefix that DataParallel adds"]
