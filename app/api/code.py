@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from app.api.deps import ReaderDep, RegistryDep
+from app.api.schemas import ModelCode
 from app.serving.code_view import as_text, module_code
 
 router = APIRouter(tags=["code"])
@@ -16,7 +17,8 @@ router = APIRouter(tags=["code"])
 @router.get(
     "/models/{name}/code",
     summary="TorchScript code (or graph) of forward, other methods and submodules",
-    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+    response_model=ModelCode,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     response_class=JSONResponse,
 )
 async def model_code(

@@ -5,18 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from app.api.schemas import HealthStatus, Readiness
+
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="Liveness: the process answers")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health() -> HealthStatus:
+    return HealthStatus(status="ok")
 
 
 @router.get(
     "/ready",
     summary="Readiness: every stored model has been loaded",
-    responses={503: {"description": "still loading the model store"}},
+    response_model=Readiness,
+    responses={503: {"description": "still loading the model store", "model": Readiness}},
 )
 async def ready(request: Request) -> JSONResponse:
     registry = request.app.state.registry

@@ -5,16 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
+from app.api.schemas import Deleted, ModelDetail, ModelList, UploadResult
+from app.compiler.spec import METHODS
 from app.config import Settings
 from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest
 from app.intake.multipart import read_multipart
 from app.serving.batching import BatchPolicy
+from app.store import NAME_PATTERN
 
 router = APIRouter(tags=["models"])
 
+_FIELD_TYPES: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "pattern": NAME_PATTERN.pattern},
+    "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "max_batch_size": {"type": "integer", "minimum": 1, "maximum": 65536},
+    "max_batch_delay_ms": {"type": "number", "minimum": 0, "maximum": 10_000},
+    "batching": {"type": "string", "enum": ["auto", "on", "off"]},
+    "threads": {"type": "integer", "minimum": 1, "maximum": 16},
+    "workers": {"type": "integer", "minimum": 1, "maximum": 16},
+    "method": {"type": "string", "enum": list(METHODS)},
+    "optimize": {"type": "boolean"},
+    "accept_divergent_trace": {"type": "boolean"},
+}
 _UPLOAD_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -32,7 +47,8 @@ _UPLOAD_SCHEMA = {
                         "source": {"type": "string", "format": "binary",
                                    "description": "the model's .py source (with 'entrypoint'); "
                                                   "runs in an isolated compile process"},
-                        **{k: {"type": "string", "description": v} for k, v in FORM_FIELDS.items()},
+                        **{k: {**_FIELD_TYPES.get(k, {"type": "string"}), "description": v}
+                           for k, v in FORM_FIELDS.items()},
                     },
                 }
             }
@@ -62,13 +78,14 @@ def default_policy(settings: Settings) -> BatchPolicy:
     "/models",
     status_code=201,
     summary="Upload a model version",
+    response_model_exclude_unset=True,
     openapi_extra=_UPLOAD_SCHEMA,
     responses=_ERRORS,
 )
 async def upload_model(
     request: Request, _: AdminDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep,
     metrics: MetricsDep,
-) -> JSONResponse:
+) -> UploadResult:
     staging = store.new_staging_dir()
     try:
         form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
@@ -81,11 +98,11 @@ async def upload_model(
         raise
     if metrics is not None:
         metrics.record_upload(None)
-    return JSONResponse({"name": mv.name, **mv.info()}, status_code=201)
+    return UploadResult.model_validate({"name": mv.name, **mv.info()})
 
 
 @router.get("/models", summary="List models and their versions")
-async def list_models(_: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+async def list_models(_: ReaderDep, registry: RegistryDep) -> ModelList:
     models = []
     for name in registry.names():
         versions = registry.versions(name)
@@ -97,23 +114,25 @@ async def list_models(_: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
             "device": str(default.model.device),
             "signature": default.model.signature.as_dict(),
         })
-    return {"models": models}
+    return ModelList.model_validate({"models": models})
 
 
-@router.get("/models/{name}", summary="Describe a model: versions, device, signature, sizes")
-async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+@router.get("/models/{name}", summary="Describe a model: versions, device, signature, sizes",
+            response_model_exclude_unset=True)
+async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> ModelDetail:
     versions = registry.versions(name)
-    return {
+    return ModelDetail.model_validate({
         "name": name,
         "default_version": versions[-1].version,
         "versions": [mv.info() for mv in versions],
-    }
+    })
 
 
 @router.get(
     "/models/{name}/archive",
     summary="Download the TorchScript archive (loads with torch::jit::load in C++)",
     response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
 async def download_archive(
     name: str, _: ReaderDep, registry: RegistryDep, version: int | None = None
@@ -127,14 +146,14 @@ async def download_archive(
 
 
 @router.delete("/models/{name}", summary="Delete every version of a model")
-async def delete_model(name: str, _: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+async def delete_model(name: str, _: AdminDep, registry: RegistryDep) -> Deleted:
     removed = await registry.remove_model(name)
-    return {"name": name, "deleted_versions": removed}
+    return Deleted(name=name, deleted_versions=removed)
 
 
 @router.delete("/models/{name}/versions/{version}", summary="Delete one version")
 async def delete_version(
     name: str, version: int, _: AdminDep, registry: RegistryDep
-) -> dict[str, Any]:
+) -> Deleted:
     await registry.remove_version(name, version)
-    return {"name": name, "deleted_versions": [version]}
+    return Deleted(name=name, deleted_versions=[version])

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.middleware.fastpath import answer_prediction
+from app.api.schemas import PredictResponse
 
 router = APIRouter(tags=["predict"])
 
@@ -58,8 +59,11 @@ _PREDICT_SCHEMA = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "outputs mirroring the model's output structure",
+          "model": PredictResponse,
           "content": {"application/json": {"example": {"model": "classifier", "version": 1,
-                                                        "outputs": [[0.48, 0.52]]}}}},
+                                                        "outputs": [[0.48, 0.52]]}},
+                      "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+                      "application/x-npz": {"schema": {"type": "string", "format": "binary"}}}},
     400: {"description": "body is not JSON {\"inputs\": ...}"},
     404: {"description": "no such model or version"},
     413: {"description": "body too large"},

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api.deps import MetricsDep, ReaderDep, RegistryDep
+from app.api.schemas import ModelStats
 from app.errors import NotFoundError
 from app.telemetry.prometheus import Metrics, version_stats
 from app.telemetry.stats import WINDOW_S
@@ -27,7 +26,9 @@ def _enabled(metrics: Metrics | None) -> Metrics:
     "/metrics",
     summary="Prometheus metrics (text format; OpenMetrics when the scraper asks for it)",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}, 404: {"description": "metrics are off"}},
+    responses={200: {"content": {"text/plain": {"schema": {
+        "type": "string", "description": "Prometheus text exposition format 0.0.4"}}}},
+        404: {"description": "metrics are off"}},
 )
 async def prometheus_metrics(request: Request, _: ReaderDep, metrics: MetricsDep) -> Response:
     # Rendered on the event loop: serving numbers are written there or under a short lock,
@@ -43,7 +44,7 @@ async def prometheus_metrics(request: Request, _: ReaderDep, metrics: MetricsDep
 )
 async def model_stats(
     name: str, _: ReaderDep, registry: RegistryDep, metrics: MetricsDep
-) -> dict[str, Any]:
+) -> ModelStats:
     _enabled(metrics)
     versions = []
     for mv in registry.versions(name):
@@ -56,4 +57,4 @@ async def model_stats(
             "batching_enabled": mv.batcher.state.enabled,
             **stats.snapshot(),
         })
-    return {"name": name, "window_s": WINDOW_S, "versions": versions}
+    return ModelStats.model_validate({"name": name, "window_s": WINDOW_S, "versions": versions})

@@ -15,6 +15,14 @@ from starlette.responses import JSONResponse, Response
 from app import __version__
 from app.api.deps import ReaderDep, RegistryDep, SettingsDep
 from app.api.middleware.request_context import attribute
+from app.api.schemas import (
+    InferResponseV2,
+    LivenessV2,
+    ModelMetadataV2,
+    ModelReadyV2,
+    ReadinessV2,
+    ServerMetadataV2,
+)
 from app.config import Settings
 from app.errors import NotFoundError
 from app.serving import pipeline
@@ -33,6 +41,11 @@ from app.wire.v2 import (
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
 EXTENSIONS = ["binary_tensor_data"]
+_INFER_ANSWER: dict[int | str, dict[str, Any]] = {200: {
+    "description": "outputs (JSON, or a JSON header then raw tensors when binary data was asked for)",
+    "model": InferResponseV2,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}}
 _INFER_DOC = {
     "requestBody": {
         "required": True,
@@ -71,46 +84,51 @@ def _version(registry: Registry, name: str, version: str | None) -> ModelVersion
 
 
 @router.get("", summary="Server metadata")
-async def server_metadata() -> dict[str, Any]:
-    return {"name": "scriptserve", "version": __version__, "extensions": EXTENSIONS}
+async def server_metadata() -> ServerMetadataV2:
+    return ServerMetadataV2(name="scriptserve", version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/health/live", summary="Server liveness")
-async def live() -> dict[str, bool]:
-    return {"live": True}
+async def live() -> LivenessV2:
+    return LivenessV2(live=True)
 
 
-@router.get("/health/ready", summary="Server readiness: every stored model is loaded")
+@router.get("/health/ready", summary="Server readiness: every stored model is loaded",
+            response_model=ReadinessV2,
+            responses={503: {"description": "still loading", "model": ReadinessV2}})
 async def ready(request: Request) -> JSONResponse:
     is_ready = bool(request.app.state.ready)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-@router.get("/models/{name}", summary="Model metadata (default version)")
-async def metadata(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+@router.get("/models/{name}", summary="Model metadata (default version)",
+            response_model_exclude_unset=True)
+async def metadata(name: str, _: ReaderDep, registry: RegistryDep) -> ModelMetadataV2:
     versions = [mv.version for mv in registry.versions(name)]
-    return model_metadata(registry.get(name), versions)
+    return ModelMetadataV2.model_validate(model_metadata(registry.get(name), versions))
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)",
+            response_model_exclude_unset=True)
 async def version_metadata(
     name: str, version: str, _: ReaderDep, registry: RegistryDep
-) -> dict[str, Any]:
+) -> ModelMetadataV2:
     mv = _version(registry, name, version)
-    return model_metadata(mv, [mv.version])
+    return ModelMetadataV2.model_validate(model_metadata(mv, [mv.version]))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness (default version)")
-async def model_ready(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return {"name": name, "ready": registry.get(name) is not None}
+@router.get("/models/{name}/ready", summary="Model readiness (default version)",
+            response_model_exclude_unset=True)
+async def model_ready(name: str, _: ReaderDep, registry: RegistryDep) -> ModelReadyV2:
+    return ModelReadyV2(name=name, ready=registry.get(name) is not None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
 async def version_ready(
     name: str, version: str, _: ReaderDep, registry: RegistryDep
-) -> dict[str, Any]:
+) -> ModelReadyV2:
     mv = _version(registry, name, version)
-    return {"name": name, "version": str(mv.version), "ready": True}
+    return ModelReadyV2(name=name, version=str(mv.version), ready=True)
 
 
 async def _infer(
@@ -137,7 +155,7 @@ async def _infer(
     "/models/{name}/infer",
     summary="Inference with the default version (JSON or binary tensors)",
     openapi_extra=_INFER_DOC,
-    responses=_ERRORS,
+    responses={**_INFER_ANSWER, **_ERRORS},
     response_class=Response,
 )
 async def infer(
@@ -150,7 +168,7 @@ async def infer(
     "/models/{name}/versions/{version}/infer",
     summary="Inference with one version (JSON or binary tensors)",
     openapi_extra=_INFER_DOC,
-    responses=_ERRORS,
+    responses={**_INFER_ANSWER, **_ERRORS},
     response_class=Response,
 )
 async def infer_version(
