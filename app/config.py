@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     """Server-wide default: most samples in one forward pass."""
     max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
     """Server-wide default: how long a batch may wait to fill; 0 runs whatever is queued
-    as soon as the inference worker is free."""
+    as soon as an inference thread is free."""
     max_queue_size: int = Field(1024, ge=1)
     """Most requests waiting per model version before new ones get 503."""
     request_timeout_s: float = Field(30.0, gt=0)
