@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     """Record latency metrics and serve ``GET /metrics`` and ``GET /models/{name}/stats``
     (both 404 when off). Request IDs and the access log stay on either way."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins a browser app may call the API from (CORS), as a JSON list in the environment,
+    e.g. ``'["https://app.example.com"]'``; ``["*"]`` allows any origin (without credentials).
+    Empty (the default): no CORS headers, browsers keep cross-origin calls out."""
 
     # compiling eager models (app/compiler; docs/compile.md) ------------------------------
     architectures: list[str] = Field(default_factory=list)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import code, docs, health, models, openapi, predict, v2
@@ -101,6 +102,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=settings.max_concurrent_predictions,
         suffixes=("/predict", "/infer"),
     )
+    if settings.cors_origins:  # preflights are answered here, before auth and the fast path
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID",
+                           "Inference-Header-Content-Length", "Prefer"],
+            expose_headers=["X-Request-ID", "Location", "Retry-After",
+                            "Inference-Header-Content-Length", "X-Model", "X-Model-Version"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
     return app
 

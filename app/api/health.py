@@ -10,13 +10,14 @@ from app.api.schemas import HealthStatus, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: the process answers")
 async def health() -> HealthStatus:
     return HealthStatus(status="ok")
 
 
-@router.get(
+@router.api_route(
     "/ready",
+    methods=["GET", "HEAD"],
     summary="Readiness: every stored model has been loaded",
     response_model=Readiness,
     responses={503: {"description": "still loading the model store", "model": Readiness}},

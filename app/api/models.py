@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
-from app.api.schemas import Deleted, ModelDetail, ModelList, UploadResult
+from app.api.schemas import Deleted, ModelDetail, ModelList, UploadResult, VersionInfo
 from app.compiler.spec import METHODS
 from app.config import Settings
 from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest
@@ -126,6 +126,12 @@ async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> Mode
         "default_version": versions[-1].version,
         "versions": [mv.info() for mv in versions],
     })
+
+
+@router.get("/models/{name}/versions/{version}", summary="Describe one version",
+            response_model_exclude_unset=True)
+async def describe_version(name: str, version: int, _: ReaderDep, registry: RegistryDep) -> VersionInfo:
+    return VersionInfo.model_validate(registry.get(name, version).info())
 
 
 @router.get(

@@ -88,12 +88,13 @@ async def server_metadata() -> ServerMetadataV2:
     return ServerMetadataV2(name="scriptserve", version=__version__, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.api_route("/health/live", methods=["GET", "HEAD"], summary="Server liveness")
 async def live() -> LivenessV2:
     return LivenessV2(live=True)
 
 
-@router.get("/health/ready", summary="Server readiness: every stored model is loaded",
+@router.api_route("/health/ready", methods=["GET", "HEAD"],
+                  summary="Server readiness: every stored model is loaded",
             response_model=ReadinessV2,
             responses={503: {"description": "still loading", "model": ReadinessV2}})
 async def ready(request: Request) -> JSONResponse:

@@ -10,6 +10,9 @@ import argparse
 import importlib
 import sys
 
+from app import __version__
+from app.cli.connection import client_options
+
 COMMAND_MODULES = [
     "app.cli.serve",
     "app.cli.manage",
@@ -21,8 +24,10 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scriptserve", description="Serve TorchScript models, and talk to a running server."
+        prog="scriptserve", description="Serve TorchScript models, and talk to a running server.",
+        parents=[client_options(top_level=True)],
     )
+    parser.add_argument("--version", action="version", version=f"scriptserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)

@@ -146,20 +146,28 @@ class Calls:
 
     def predict(self, name: str, inputs: Any, version: int | None, timeout_s: float | None,
                 output: OutputKind) -> Call[Any]:
-        from app.client.tensors import native_body, native_outputs  # torch: only when predicting
+        from app.client.tensors import NPZ, native_body, native_outputs, npz_outputs  # torch: here
 
         path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/predict"
         params = {"timeout_s": timeout_s} if timeout_s else None
         timeout = httpx.Timeout(timeout_s + 10, connect=10.0) if timeout_s else None
+        headers = {"Content-Type": "application/json"}
+        if output != "json":  # arrays keep the dtypes the model returned (JSON has one number type)
+            headers["Accept"] = NPZ
         response = yield self.request("POST", path, content=native_body(inputs), params=params,
-                                      headers={"Content-Type": "application/json"}, timeout=timeout)
+                                      headers=headers, timeout=timeout)
         raise_for_error(response)
-        body = orjson.loads(response.content)
-        key = (name, body["version"])
+        if response.headers.get("content-type", "").startswith(NPZ):
+            key = (name, int(response.headers.get("x-model-version", "0")))
+        else:
+            body = orjson.loads(response.content)
+            key = (name, body["version"])
         if output != "json" and key not in self._returns:
             info = yield from self.json(f"/models/{name}")
             for v in info["versions"]:
                 self._returns[(name, v["version"])] = v["signature"]["returns"]
+        if response.headers.get("content-type", "").startswith(NPZ):
+            return npz_outputs(response.content, self._returns.get(key), output)
         return native_outputs(body["outputs"], self._returns.get(key), output)
 
     def infer(self, name: str, inputs: Any, version: int | None, binary: bool,

@@ -1,12 +1,14 @@
 """Client-side tensors: torch / numpy values to request bodies and responses back.
 
-The native API (``/models/{name}/predict``) speaks JSON: inputs go out as
-``{"data", "shape", "dtype"}`` and outputs come back as nested lists, shaped by the model's
-return type. The v2 API (``/v2/.../infer``) carries raw bytes with exact datatypes.
+The native API (``/models/{name}/predict``): inputs go out as JSON
+``{"data", "shape", "dtype"}``; outputs come back as ``.npz`` arrays with the model's own
+dtypes (nested lists when JSON is asked for), shaped by the model's return type. The v2 API
+(``/v2/.../infer``) carries raw bytes with exact datatypes.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from app.wire.dtypes import BY_DATATYPE, BY_TORCH, DATATYPES
 
 OutputKind = Literal["numpy", "torch", "json"]
+NPZ = "application/x-npz"
 TensorLike = Any  # torch.Tensor | np.ndarray | nested list | number
 
 def is_tensor(value: Any) -> bool:
@@ -63,6 +66,39 @@ def native_outputs(outputs: Any, returns: str | None, kind: OutputKind) -> Any:
     return _guess(outputs, kind)
 
 
+def npz_outputs(body: bytes, returns: str | None, kind: OutputKind) -> Any:
+    """Rebuild a model's output structure from an ``.npz`` answer, dtypes as the model made them.
+
+    The server flattens a tensor to ``output``, tuples and lists to ``0``, ``1``..., dicts to
+    their keys, nested with ``.`` (``app/wire/npy.py``).
+    """
+    with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    if set(arrays) == {"output"}:
+        return _leaf(arrays["output"], kind)
+    tree: dict[str, Any] = {}
+    for key, array in arrays.items():
+        node = tree
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = _leaf(array, kind)
+    top = _sequences(tree)
+    if returns and returns.startswith("Tuple[") and isinstance(top, list):
+        return tuple(top)
+    return top
+
+
+def _sequences(node: Any) -> Any:
+    """Folders whose keys are 0..n-1 were lists."""
+    if not isinstance(node, dict):
+        return node
+    items = {k: _sequences(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items) and sorted(map(int, items)) == list(range(len(items))):
+        return [items[str(i)] for i in range(len(items))]
+    return items
+
+
 def _guess(value: Any, kind: OutputKind) -> Any:
     if isinstance(value, dict):
         return {k: _guess(v, kind) for k, v in value.items()}
@@ -79,6 +115,8 @@ def _guess(value: Any, kind: OutputKind) -> Any:
 
 def _leaf(value: Any, kind: OutputKind) -> Any:
     array = np.asarray(value)
+    if kind == "json":
+        return array.tolist()
     return torch.from_numpy(array) if kind == "torch" else array
 
 

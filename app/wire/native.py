@@ -106,18 +106,21 @@ def decode_inputs(payload: Any, arg_names: Sequence[str], required: int) -> list
     )
 
 
-def to_wire(value: Any) -> Any:
-    """Make a model output JSON-ready (numpy arrays for tensors), keeping its structure."""
+def to_wire(value: Any, json: bool = True) -> Any:
+    """Make a model output JSON-ready (numpy arrays for tensors), keeping its structure.
+
+    ``json=False`` (binary bodies) keeps float16; bfloat16, which numpy lacks, becomes float32.
+    """
     if isinstance(value, torch.Tensor):
-        if value.dtype in (torch.float16, torch.bfloat16):
+        if value.dtype == torch.bfloat16 or (json and value.dtype == torch.float16):
             value = value.float()
         if value.is_complex():
             raise InputError("the model returned a complex tensor, which JSON cannot carry")
         return np.ascontiguousarray(value.detach().cpu().numpy())
     if isinstance(value, (list, tuple)):
-        return [to_wire(v) for v in value]
+        return [to_wire(v, json) for v in value]
     if isinstance(value, dict):
-        return {str(k): to_wire(v) for k, v in value.items()}
+        return {str(k): to_wire(v, json) for k, v in value.items()}
     return value
 
 

@@ -91,7 +91,7 @@ def _flatten(value: Any, prefix: str, out: dict[str, np.ndarray]) -> None:
 
 def encode(output: Any, media_type: str) -> bytes:
     """Serialise a model output as ``.npy`` (single tensor only) or ``.npz``."""
-    wire = to_wire(output)
+    wire = to_wire(output, json=False)
     buffer = io.BytesIO()
     if media_type == NPY:
         if not isinstance(wire, np.ndarray):

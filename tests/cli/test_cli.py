@@ -79,7 +79,7 @@ def test_round_trip_upload_predict_code_download_delete(cli, tmp_path):
     expected = module(torch.from_numpy(x)).detach().numpy()
     assert np.allclose(np.asarray(json.loads(out)), expected, atol=1e-5)
     status, out, _ = cli("predict", "wide", "-d", json.dumps(x[:1].tolist()))
-    assert status == 0 and out.startswith("output  float64 (1, 512)")
+    assert status == 0 and out.startswith("output  float32 (1, 512)")  # as the model returns it
     status, out, _ = cli("predict", "wide", "-i", f"x={tmp_path / 'x.npy'}", "--v2",
                          "--save", str(tmp_path / "y.npy"))
     assert status == 0 and "output__0  float32 (2, 512)" in out
@@ -111,6 +111,22 @@ def test_errors_print_the_server_message_and_exit_1(cli, tmp_path):
     junk.write_bytes(b"not a zip")
     status, _, err = cli("upload", "m", str(junk), token="wrong")
     assert status == 1 and "401 unauthorized" in err
+    assert "hint: the server refused the token from --token" in err and "SCRIPTSERVE_ADMIN_TOKEN" in err
+
+
+def test_global_options_go_before_or_after_the_command(server, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("SCRIPTSERVE_ADMIN_TOKEN", raising=False)
+    bare = server.url.removeprefix("http://")  # no scheme: http:// is assumed
+    assert main(["--url", bare, "--token", TOKEN, "models", "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert main(["--url", "http://127.0.0.1:9", "models", "--url", bare, "--json"]) == 0  # after wins
+    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert main(["--url", bare, "--store", str(tmp_path), "delete", "nothing"]) == 1
+    err = capsys.readouterr().err
+    assert "401 unauthorized" in err and "hint: no token was sent" in err and "--token" in err
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("scriptserve ")
 
 
 def test_bench_runs_a_bounded_load(cli, archives):

@@ -50,10 +50,13 @@ def test_predict_returns_arrays_shaped_like_the_model_output(client, archives):
     module = torch.jit.load(str(archives["classifier"]))
     x = torch.randn(3, 320)
     y = client.predict("classifier", x)
-    assert isinstance(y, np.ndarray) and y.shape == (3, 2)
+    assert isinstance(y, np.ndarray) and y.shape == (3, 2) and y.dtype == np.float32
     assert np.allclose(y, module(x).detach().numpy(), atol=1e-6)
     doubled, sums = client.predict("tuple_out", np.arange(6.0).reshape(2, 3))
     assert doubled.tolist() == [[0, 2, 4], [6, 8, 10]] and sums.tolist() == [3, 12]
+    assert doubled.dtype == np.float64  # float64 in, float64 out: dtypes as the model made them
+    halves = client.predict("classifier", x.half().float(), output="torch")
+    assert halves.dtype == torch.float32
     out = client.predict("dict_out", torch.tensor([[1.0, -2.0]]), output="torch")
     assert set(out) == {"double", "neg"} and torch.equal(out["neg"], torch.tensor([[-1.0, 2.0]]))
     assert client.predict("add_scaled", {"x": torch.ones(1, 2), "y": torch.ones(1, 2)}).tolist() \
