@@ -75,9 +75,10 @@ class Settings(BaseSettings):
     compile process. Unpickling runs arbitrary code: leave off unless every admin is trusted."""
     compile_memory_bytes: int = Field(4 * 1024**3, ge=512 * 1024**2)
     """Address-space limit of one compile process (RLIMIT_AS), in bytes."""
-    compile_cpu_s: int = Field(300, ge=1)
-    """CPU-time limit of one compile process (RLIMIT_CPU), in seconds."""
-    compile_timeout_s: float = Field(600.0, gt=0)
+    compile_cpu_s: int = Field(120, ge=1)
+    """CPU-time limit of one compile process (RLIMIT_CPU), in seconds. A ResNet-50 traced with
+    every check takes about 40 s of CPU here, scripted about 20 s (docs/compile.md)."""
+    compile_timeout_s: float = Field(240.0, gt=0)
     """Wall-clock limit of one compile process; past it the process group is killed."""
     compile_threads: int = Field(1, ge=1, le=64)
     """Intra-op threads of a compile process."""

@@ -196,16 +196,16 @@ class Compiler:
     def _explain(self, exc: IsolationError) -> str:
         limits, message = self.limits, Redactor()(str(exc.message))  # the child wrote it: a str?
         if exc.reason == "timeout":
-            return (f"the compile process ran longer than {limits.wall_seconds:g} s and was killed "
-                    "(SCRIPTSERVE_COMPILE_TIMEOUT_S); does the model's code loop forever? "
-                    "Nothing was stored.")
+            return (f"the compile process ran longer than its wall-clock limit of "
+                    f"{limits.wall_seconds:g} s and was killed; does the model's code loop forever? "
+                    "A model that needs longer: raise SCRIPTSERVE_COMPILE_TIMEOUT_S. Nothing was stored.")
         if exc.reason == "cpu_limit":
-            return (f"the compile process used more than {limits.cpu_seconds} s of CPU time and was "
-                    "killed (SCRIPTSERVE_COMPILE_CPU_S); does the model's code loop forever? "
-                    "Nothing was stored.")
+            return (f"the compile process used more than its CPU-time limit of {limits.cpu_seconds} s "
+                    "and was killed; does the model's code loop forever? A model that needs longer: "
+                    "raise SCRIPTSERVE_COMPILE_CPU_S. Nothing was stored.")
         if exc.reason == "memory_limit":
             return (f"the compile process exceeded its memory limit of {limits.memory_bytes // 2**20} "
-                    f"MiB (SCRIPTSERVE_COMPILE_MEMORY_BYTES): {message}")
+                    f"MiB (raise SCRIPTSERVE_COMPILE_MEMORY_BYTES for a larger model): {message}")
         if exc.reason == "crashed":
             return f"the compile process crashed: {message}"
         return message

@@ -87,6 +87,7 @@ def test_infinite_loop_is_killed_while_predictions_go_on(server, tmp_path):
     error = r.json()["error"]
     assert error["code"] in {"compile_cpu_limit", "compile_timeout"}
     assert "was killed" in error["message"] and "loop forever" in error["message"]
+    assert "limit of" in error["message"] and "raise SCRIPTSERVE_COMPILE_" in error["message"]
     assert served > 0
     assert server.proc is not None and children_of(server.proc.pid) == []
     assert httpx.get(server.url + "/models/infinite-loop", timeout=10).status_code == 404
