@@ -10,14 +10,17 @@ from app.api.schemas import HealthStatus, Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/health", methods=["GET", "HEAD"], summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers")
+@router.head("/health", summary="Liveness, headers only", operation_id="health_head")
 async def health() -> HealthStatus:
     return HealthStatus(status="ok")
 
 
-@router.api_route(
+@router.head("/ready", summary="Readiness, headers only", operation_id="ready_head",
+             response_model=Readiness,
+             responses={503: {"description": "still loading the model store", "model": Readiness}})
+@router.get(
     "/ready",
-    methods=["GET", "HEAD"],
     summary="Readiness: every stored model has been loaded",
     response_model=Readiness,
     responses={503: {"description": "still loading the model store", "model": Readiness}},

@@ -88,13 +88,16 @@ async def server_metadata() -> ServerMetadataV2:
     return ServerMetadataV2(name="scriptserve", version=__version__, extensions=EXTENSIONS)
 
 
-@router.api_route("/health/live", methods=["GET", "HEAD"], summary="Server liveness")
+@router.get("/health/live", summary="Server liveness")
+@router.head("/health/live", summary="Server liveness, headers only", operation_id="live_head")
 async def live() -> LivenessV2:
     return LivenessV2(live=True)
 
 
-@router.api_route("/health/ready", methods=["GET", "HEAD"],
-                  summary="Server readiness: every stored model is loaded",
+@router.head("/health/ready", summary="Server readiness, headers only", operation_id="ready_v2_head",
+             response_model=ReadinessV2,
+             responses={503: {"description": "still loading", "model": ReadinessV2}})
+@router.get("/health/ready", summary="Server readiness: every stored model is loaded",
             response_model=ReadinessV2,
             responses={503: {"description": "still loading", "model": ReadinessV2}})
 async def ready(request: Request) -> JSONResponse:
