@@ -23,7 +23,9 @@ X = [[0.25] * 320]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    with LiveServer(tmp_path / "store", token=TOKEN) as live:
+    # A generous deadline: on a busy machine the slow model's passes take many seconds, and
+    # what these tests check is that nothing is lost, not how fast.
+    with LiveServer(tmp_path / "store", token=TOKEN, SCRIPTSERVE_REQUEST_TIMEOUT_S="600") as live:
         yield live
 
 
@@ -37,14 +39,14 @@ def held_requests(server: LiveServer, count: int) -> tuple[list[threading.Thread
     def call() -> None:
         try:
             results.append(httpx.post(f"{server.url}/models/held/predict", json={"inputs": X},
-                                      timeout=60))
+                                      timeout=600))
         except httpx.HTTPError as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=call) for _ in range(count)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         info = httpx.get(f"{server.url}/models/held", timeout=10).json()["versions"][0]
         if info["in_flight"] == count:
@@ -64,7 +66,7 @@ def test_sigterm_answers_every_in_flight_request_before_exit(server, archive):
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
     for t in threads:
-        t.join(60)
+        t.join(600)
     assert [getattr(r, "status_code", r) for r in results] == [200] * 4
     expected = torch.jit.load(str(archive))(torch.tensor(X))
     for r in results:
@@ -75,10 +77,10 @@ def test_sigterm_answers_every_in_flight_request_before_exit(server, archive):
 def test_deleting_a_version_answers_its_in_flight_requests_first(server, archive):
     server.archive = archive  # type: ignore[attr-defined]
     threads, results = held_requests(server, 4)
-    r = httpx.delete(f"{server.url}/models/held/versions/1", headers=server.auth, timeout=60)
+    r = httpx.delete(f"{server.url}/models/held/versions/1", headers=server.auth, timeout=600)
     assert r.status_code == 200
     for t in threads:
-        t.join(60)
+        t.join(600)
     assert [getattr(r, "status_code", r) for r in results] == [200] * 4
     assert httpx.get(f"{server.url}/models/held", timeout=10).status_code == 404
 
@@ -101,14 +103,14 @@ def test_new_version_swaps_in_under_load_with_zero_failed_requests(server, tmp_p
     while len(seen) < 20:
         time.sleep(0.01)
     assert server.upload("clf", second).status_code == 201
-    r = httpx.delete(f"{server.url}/models/clf/versions/1", headers=server.auth, timeout=60)
+    r = httpx.delete(f"{server.url}/models/clf/versions/1", headers=server.auth, timeout=600)
     assert r.status_code == 200
     count = len(seen)
     while len(seen) < count + 20:
         time.sleep(0.01)
     stop.set()
     for t in clients:
-        t.join(60)
+        t.join(600)
     assert {status for status, _ in seen} == {200}, [s for s in seen if s[0] != 200][:5]
     assert {version for _, version in seen} == {1, 2}
     assert seen[-1][1] == 2
