@@ -8,12 +8,21 @@ from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
-from app.api.schemas import Deleted, ModelDetail, ModelList, UploadResult, VersionInfo
+from app.api.schemas import (
+    DefaultVersion,
+    Deleted,
+    ModelDetail,
+    ModelList,
+    PinRequest,
+    UploadResult,
+    VersionInfo,
+)
 from app.compiler.spec import METHODS
 from app.config import Settings
 from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest
 from app.intake.multipart import read_multipart
 from app.serving.batching import BatchPolicy
+from app.serving.registry import Registry
 from app.store import NAME_PATTERN
 
 router = APIRouter(tags=["models"])
@@ -106,10 +115,11 @@ async def list_models(_: ReaderDep, registry: RegistryDep) -> ModelList:
     models = []
     for name in registry.names():
         versions = registry.versions(name)
-        default = versions[-1]
+        default = registry.get(name)
         models.append({
             "name": name,
             "default_version": default.version,
+            "pinned_version": registry.pinned(name),
             "versions": [mv.version for mv in versions],
             "device": str(default.model.device),
             "signature": default.model.signature.as_dict(),
@@ -123,7 +133,8 @@ async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> Mode
     versions = registry.versions(name)
     return ModelDetail.model_validate({
         "name": name,
-        "default_version": versions[-1].version,
+        "default_version": registry.default_version(name),
+        "pinned_version": registry.pinned(name),
         "versions": [mv.info() for mv in versions],
     })
 
@@ -163,3 +174,37 @@ async def delete_version(
 ) -> Deleted:
     await registry.remove_version(name, version)
     return Deleted(name=name, deleted_versions=[version])
+
+
+@router.put("/models/{name}/default", summary="Pin the version that serves by default")
+async def pin_default(name: str, body: PinRequest, _: AdminDep, registry: RegistryDep) -> DefaultVersion:
+    previous = registry.default_version(name)
+    await registry.pin(name, body.version)
+    return _default_answer(name, registry, previous)
+
+
+@router.delete("/models/{name}/default", summary="Unpin: the highest version serves by default")
+async def unpin_default(name: str, _: AdminDep, registry: RegistryDep) -> DefaultVersion:
+    previous = registry.default_version(name)
+    await registry.unpin(name)
+    return _default_answer(name, registry, previous)
+
+
+@router.post(
+    "/models/{name}/rollback",
+    summary="Pin the highest version below the current default",
+    responses={409: {"description": "no older version"}},
+)
+async def rollback(name: str, _: AdminDep, registry: RegistryDep) -> DefaultVersion:
+    previous = registry.default_version(name)
+    await registry.rollback(name)
+    return _default_answer(name, registry, previous)
+
+
+def _default_answer(name: str, registry: Registry, previous: int) -> DefaultVersion:
+    return DefaultVersion(
+        name=name,
+        default_version=registry.default_version(name),
+        pinned_version=registry.pinned(name),
+        previous_default=previous,
+    )

@@ -87,7 +87,7 @@ async def _answer(request: Request, name: str, version: int | None) -> Response:
 
 @router.post(
     "/models/{name}/predict",
-    summary="Predict with the default (highest) version",
+    summary="Predict with the default version (the pinned one, else the highest)",
     openapi_extra=_PREDICT_SCHEMA,
     responses=_RESPONSES,
     response_class=Response,

@@ -75,6 +75,9 @@ class UploadResult(VersionInfo):
 class ModelSummary(BaseModel):
     name: str
     default_version: int
+    pinned_version: int | None = Field(
+        None, description="the version pinned as default (PUT /models/{name}/default); "
+        "null: the highest version is the default")
     versions: list[int]
     device: str
     signature: SignatureInfo
@@ -87,7 +90,21 @@ class ModelList(BaseModel):
 class ModelDetail(BaseModel):
     name: str
     default_version: int
+    pinned_version: int | None = None
     versions: list[VersionInfo]
+
+
+class DefaultVersion(BaseModel):
+    """The default version after a pin, unpin or rollback."""
+
+    name: str
+    default_version: int
+    pinned_version: int | None
+    previous_default: int
+
+
+class PinRequest(BaseModel):
+    version: int = Field(ge=1, le=2**31 - 1, description="the version to serve by default")
 
 
 class Deleted(BaseModel):

@@ -16,6 +16,7 @@ from app.cli.connection import client_options
 COMMAND_MODULES = [
     "app.cli.serve",
     "app.cli.manage",
+    "app.cli.default",
     "app.cli.predict",
     "app.cli.bench",
     "app.compiler.cli",

@@ -112,7 +112,8 @@ def info(args: argparse.Namespace) -> int:
                       f"{v['archive_bytes']:,} B", f"{state} (max {batching['max_batch_size']})",
                       str(v["created_at"]))
     out = console()
-    out.print(f"[bold]{described['name']}[/] (default version {described['default_version']})")
+    pin = " (pinned)" if described.get("pinned_version") is not None else ""
+    out.print(f"[bold]{described['name']}[/] (default version {described['default_version']}{pin})")
     out.print(table)
     return 0
 

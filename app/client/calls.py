@@ -205,6 +205,14 @@ class Calls:
         path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "")
         return (yield from self.json(path, "DELETE"))
 
+    def default(self, name: str, action: str, version: int | None = None) -> Call[dict[str, Any]]:
+        """Pin (``version``), unpin or roll back the default version of ``name``."""
+        if action == "pin":
+            return (yield from self.json(f"/models/{name}/default", "PUT", json={"version": version}))
+        if action == "unpin":
+            return (yield from self.json(f"/models/{name}/default", "DELETE"))
+        return (yield from self.json(f"/models/{name}/rollback", "POST"))
+
     def download_request(self, name: str, version: int | None) -> httpx.Request:
         params = {"version": version} if version is not None else None
         return self.request("GET", f"/models/{name}/archive", params=params,

@@ -132,6 +132,18 @@ class Client:
         """Delete one version, or every version of the model."""
         return self._run(self._calls.delete(name, version))
 
+    def pin(self, name: str, version: int) -> dict[str, Any]:
+        """Serve ``version`` when a request names no version (kept in the store)."""
+        return self._run(self._calls.default(name, "pin", version))
+
+    def unpin(self, name: str) -> dict[str, Any]:
+        """The highest version serves by default again."""
+        return self._run(self._calls.default(name, "unpin"))
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Pin the highest version below the current default."""
+        return self._run(self._calls.default(name, "rollback"))
+
     def download(self, name: str, dest: str | os.PathLike, *, version: int | None = None,
                  progress: Progress | None = None) -> Path:
         """Save the archive to ``dest`` (a file, or a folder to put it in); returns the path."""
@@ -228,6 +240,15 @@ class AsyncClient:
 
     async def delete(self, name: str, version: int | None = None) -> dict[str, Any]:
         return await self._run(self._calls.delete(name, version))
+
+    async def pin(self, name: str, version: int) -> dict[str, Any]:
+        return await self._run(self._calls.default(name, "pin", version))
+
+    async def unpin(self, name: str) -> dict[str, Any]:
+        return await self._run(self._calls.default(name, "unpin"))
+
+    async def rollback(self, name: str) -> dict[str, Any]:
+        return await self._run(self._calls.default(name, "rollback"))
 
     async def download(self, name: str, dest: str | os.PathLike, *, version: int | None = None,
                        progress: Progress | None = None) -> Path:

@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 class ModelEntry:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pinned: int | None = None  # the chosen default; None: the highest version serves
 
     @property
     def default(self) -> ModelVersion | None:
+        if self.pinned is not None and self.pinned in self.versions:
+            return self.versions[self.pinned]
         return self.versions[max(self.versions)] if self.versions else None
 
 
@@ -65,6 +68,15 @@ class Registry:
             )
         return found
 
+    def default_version(self, name: str) -> int:
+        """The version that serves requests naming no version."""
+        return self.get(name).version
+
+    def pinned(self, name: str) -> int | None:
+        """The pinned default version of ``name``, if one is pinned."""
+        self.get(name)
+        return self._entries[name].pinned
+
     def versions(self, name: str) -> list[ModelVersion]:
         self.get(name)
         return [self._entries[name].versions[v] for v in sorted(self._entries[name].versions)]
@@ -84,8 +96,41 @@ class Registry:
                 except Exception as exc:
                     self.load_failures[key] = redact_paths(str(exc))[:300]
                     log.error("could not load stored model %s: %s", key, exc)
+            for name, entry in self._entries.items():
+                entry.pinned = await asyncio.to_thread(self.store.read_pin, name)
         finally:
             self.loading = False
+
+    # the default version ------------------------------------------------------------------
+    async def pin(self, name: str, version: int) -> ModelVersion:
+        """Make ``version`` the default of ``name`` until unpinned (kept in the store)."""
+        mv = self.get(name, version)
+        entry = self._entries[name]
+        async with entry.lock:
+            if version not in entry.versions:
+                raise NotFoundError(f"model {name!r} has no version {version}")
+            await asyncio.to_thread(self.store.write_pin, name, version)
+            entry.pinned = version
+        return mv
+
+    async def unpin(self, name: str) -> ModelVersion:
+        """Return to "the highest version is the default"."""
+        self.get(name)
+        entry = self._entries[name]
+        async with entry.lock:
+            await asyncio.to_thread(self.store.write_pin, name, None)
+            entry.pinned = None
+        return self.get(name)
+
+    async def rollback(self, name: str) -> ModelVersion:
+        """Pin the highest version below the current default."""
+        current = self.get(name).version
+        older = [v for v in self._entries[name].versions if v < current]
+        if not older:
+            raise ConflictError(
+                f"model {name!r} has no version older than its default {current} to roll back to"
+            )
+        return await self.pin(name, max(older))
 
     # changes -------------------------------------------------------------------------------
     def _entry(self, name: str) -> ModelEntry:
@@ -141,15 +186,23 @@ class Registry:
         self._entry(mv.name).versions[mv.version] = mv
         return mv
 
-    async def remove_version(self, name: str, version: int) -> None:
+    async def remove_version(self, name: str, version: int, unpin: bool = False) -> None:
         """Hide a version, drain its requests, unload it and delete it from the store."""
         entry = self._entries.get(name)
         if entry is None or version not in entry.versions:
             raise NotFoundError(f"model {name!r} has no version {version}")
         async with entry.lock:
+            if version == entry.pinned and not unpin:
+                raise ConflictError(
+                    f"version {version} is the pinned default of model {name!r}: pin another "
+                    f"version or unpin it first (scriptserve unpin {name})"
+                )
             mv = entry.versions.pop(version, None)
             if mv is None:
                 raise NotFoundError(f"model {name!r} has no version {version}")
+            if version == entry.pinned:
+                await asyncio.to_thread(self.store.write_pin, name, None)
+                entry.pinned = None
             await mv.batcher.stop()
             await asyncio.to_thread(self.store.delete, name, version)
             if not entry.versions:
@@ -159,7 +212,7 @@ class Registry:
         """Remove every version of ``name``."""
         removed = [mv.version for mv in self.versions(name)]
         for version in removed:
-            await self.remove_version(name, version)
+            await self.remove_version(name, version, unpin=True)
         return removed
 
     async def close(self) -> None:

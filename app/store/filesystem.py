@@ -1,5 +1,7 @@
 """The model store on disk: ``<root>/<name>/<version>/{model.torchscript,meta.json}``.
 
+``<root>/<name>/default.json`` holds a pinned default version, when one is chosen.
+
 A version becomes visible only once complete: it is written into ``<root>/.staging/``,
 fsynced, and renamed into place. Deletion renames into ``<root>/.trash/`` first. Both
 folders are debris after a crash and are emptied at start-up. No torch here.
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ARCHIVE_FILE = "model.torchscript"
 META_FILE = "meta.json"
+PIN_FILE = "default.json"
 STAGING = ".staging"
 TRASH = ".trash"
 
@@ -153,6 +156,31 @@ class ModelStore:
         fsync_path(parent)
         fsync_path(self.root)
         return StoredVersion(name, version, target, meta)
+
+    def read_pin(self, name: str) -> int | None:
+        """The pinned default version of ``name``, or None (the highest serves)."""
+        try:
+            return int(json.loads((self.root / name / PIN_FILE).read_text())["version"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("ignoring unreadable pin of %s: %s", name, exc)
+            return None
+
+    def write_pin(self, name: str, version: int | None) -> None:
+        """Pin ``version`` as the default of ``name`` (None unpins), atomically."""
+        folder = self.root / name
+        target = folder / PIN_FILE
+        if version is None:
+            target.unlink(missing_ok=True)
+        else:
+            temp = folder / f".{PIN_FILE}.{uuid.uuid4().hex[:8]}"
+            with open(temp, "w") as fh:
+                json.dump({"version": version}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, target)
+        fsync_path(folder)
 
     def delete(self, name: str, version: int) -> None:
         """Remove a committed version (rename away first, so it vanishes atomically)."""

@@ -178,3 +178,20 @@ def test_console_script_reads_the_store_token(server, archives):
     assert done.returncode == 0 and "deleted sub" in done.stdout
     assert "bench" in subprocess.run([*run, "--help"], capture_output=True, text=True,
                                      timeout=60).stdout
+
+
+def test_pin_unpin_and_rollback_from_the_shell(cli, archives):
+    for _ in range(3):
+        assert cli("upload", "pinned", str(archives["classifier"]))[0] == 0
+    status, out, _ = cli("pin", "pinned", "1")
+    assert status == 0 and "default version 3 -> 1 (pinned to version 1)" in out
+    status, out, _ = cli("info", "pinned")
+    assert "(default version 1 (pinned))" in out
+    status, out, _ = cli("unpin", "pinned", "--json")
+    assert json.loads(out) == {"name": "pinned", "default_version": 3, "pinned_version": None,
+                               "previous_default": 1}
+    status, out, _ = cli("rollback", "pinned")
+    assert status == 0 and "default version 3 -> 2 (pinned to version 2)" in out
+    status, _, err = cli("pin", "pinned", "7")
+    assert status == 1 and "no version 7" in err
+    assert cli("delete", "pinned")[0] == 0
