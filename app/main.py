@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import code, docs, health, models, openapi, predict, v2
+from app.api import code, docs, health, models, openapi, operations, predict, v2
 from app.api import errors as api_errors
 from app.api import telemetry as telemetry_api
 from app.api.middleware.admission import AdmissionMiddleware
@@ -24,11 +24,13 @@ from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
 from app.intake.gate import ArchiveGate
+from app.intake.operations import Operations
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
 from app.serving.loader import Loader
 from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
+from app.store.operations import OperationLog
 from app.telemetry.prometheus import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gate=ArchiveGate.from_settings(settings),
     )
     registry = Registry(store, loader)
+    ops = Operations(OperationLog(settings.model_store))
     if metrics is not None:
         metrics.watch(registry)
 
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         await asyncio.to_thread(store.prepare)
+        await asyncio.to_thread(ops.prepare)
         app.state.admin_token = load_or_create_admin_token(
             settings.admin_token, settings.admin_token_file
         )
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             loader.cancel()
+            await ops.close()
             await registry.close()
 
     app = FastAPI(
@@ -81,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.registry = registry
+    app.state.operations = ops
     app.state.metrics = metrics
     app.state.default_policy = policy
     app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
@@ -88,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_errors.install(app)
     docs.install(app)
     openapi.install(app)
-    routers = (health.router, models.router, predict.router, code.router, v2.router, telemetry_api.router)
+    routers = (health.router, models.router, operations.router, predict.router, code.router,
+               v2.router, telemetry_api.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(

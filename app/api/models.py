@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, JSONResponse
 
 from app.api.deps import AdminDep, MetricsDep, ReaderDep, RegistryDep, SettingsDep, StoreDep
 from app.api.schemas import (
@@ -13,14 +14,15 @@ from app.api.schemas import (
     Deleted,
     ModelDetail,
     ModelList,
+    OperationInfo,
     PinRequest,
     UploadResult,
     VersionInfo,
 )
 from app.compiler.spec import METHODS
 from app.config import Settings
-from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest
-from app.intake.multipart import read_multipart
+from app.intake.ingest import FILE_FIELDS, FORM_FIELDS, ingest, parse_options
+from app.intake.multipart import UploadForm, read_multipart
 from app.serving.batching import BatchPolicy
 from app.serving.registry import Registry
 from app.store import NAME_PATTERN
@@ -65,6 +67,8 @@ _UPLOAD_SCHEMA = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"model": OperationInfo, "description": "with Prefer: respond-async: the operation "
+          "(Location: /operations/{id}); its result is the 201 body"},
     400: {"description": "bad form field or not a TorchScript archive"},
     401: {"description": "missing or invalid admin token"},
     403: {"description": "source uploads are switched off"},
@@ -86,6 +90,7 @@ def default_policy(settings: Settings) -> BatchPolicy:
 @router.post(
     "/models",
     status_code=201,
+    response_model=UploadResult,
     summary="Upload a model version",
     response_model_exclude_unset=True,
     openapi_extra=_UPLOAD_SCHEMA,
@@ -94,20 +99,47 @@ def default_policy(settings: Settings) -> BatchPolicy:
 async def upload_model(
     request: Request, _: AdminDep, registry: RegistryDep, store: StoreDep, settings: SettingsDep,
     metrics: MetricsDep,
-) -> UploadResult:
+) -> Any:
     staging = store.new_staging_dir()
+    started = time.monotonic()
+    defaults = request.app.state.default_policy
+
+    async def run(form: UploadForm) -> UploadResult:
+        try:
+            mv = await ingest(form, staging, registry, defaults, request.app.state.compiler)
+        except BaseException as exc:
+            store.discard(staging)
+            if metrics is not None:
+                metrics.record_upload(exc)
+            raise
+        if metrics is not None:
+            metrics.record_upload(None)
+        return UploadResult.model_validate({"name": mv.name, **mv.info()})
+
     try:
         form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
-        mv = await ingest(form, staging, registry, request.app.state.default_policy,
-                          request.app.state.compiler)
+        if not respond_async(request):
+            return await run(form)
+        name = parse_options(form, defaults).name  # a bad form is still a synchronous 400
     except BaseException as exc:
         store.discard(staging)
         if metrics is not None:
             metrics.record_upload(exc)
         raise
-    if metrics is not None:
-        metrics.record_upload(None)
-    return UploadResult.model_validate({"name": mv.name, **mv.info()})
+
+    async def work() -> dict[str, Any]:
+        return (await run(form)).model_dump(mode="json", exclude_unset=True)
+
+    op = request.app.state.operations.start(name, work, time.monotonic() - started)
+    return JSONResponse(op.record(), status_code=202, headers={
+        "Location": f"/operations/{op.id}", "Preference-Applied": "respond-async",
+    })
+
+
+def respond_async(request: Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240): answer 202 and track the upload as an operation."""
+    prefer = ",".join(request.headers.getlist("prefer")).lower()
+    return any(p.split(";")[0].strip() == "respond-async" for p in prefer.split(","))
 
 
 @router.get("/models", summary="List models and their versions")

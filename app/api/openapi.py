@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-NATIVE_PREFIXES = ("/models", "/health", "/ready")
+NATIVE_PREFIXES = ("/models", "/operations", "/health", "/ready")
 V2_PREFIX = "/v2"
 ERROR_SCHEMA = {
     "type": "object",
@@ -52,7 +52,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 def _statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     """What an operation can answer besides success, by what it takes."""
     codes = {int(c) for c in operation.get("responses", {}) if c[0] in "45"}
-    if path.startswith(("/models", "/v2/models")):
+    if path.startswith(("/models", "/operations", "/v2/models")):
         codes.add(401)
     if "{name}" in path:
         codes |= {404, 503}  # 503: the store is still loading this model

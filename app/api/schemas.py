@@ -72,6 +72,41 @@ class UploadResult(VersionInfo):
     name: str
 
 
+class OperationStage(BaseModel):
+    name: str = Field(description="receiving, compiling, screening, trial load, loading, checking, "
+                      "warming up, committing, probing, serving")
+    started_at: float = Field(description="Unix time")
+    seconds: float | None = Field(description="how long it took; null while it runs")
+    running_seconds: float | None = Field(None, description="the running stage's time so far")
+
+
+class OperationError(BaseModel):
+    status: int = Field(description="the HTTP status a synchronous upload would have answered")
+    code: str
+    message: str
+
+
+class OperationInfo(BaseModel):
+    """A tracked upload (``Prefer: respond-async``)."""
+
+    id: str
+    kind: Literal["upload"]
+    model: str
+    owner: str = Field(description="the host that runs it")
+    state: Literal["running", "succeeded", "failed", "cancelled"]
+    stage: str
+    stages: list[OperationStage]
+    created_at: float
+    updated_at: float
+    revision: int = Field(description="grows with every change; pass it as ?after= to wait")
+    result: UploadResult | None = Field(description="the 201 body of a synchronous upload")
+    error: OperationError | None
+
+
+class OperationList(BaseModel):
+    operations: list[OperationInfo]
+
+
 class ModelSummary(BaseModel):
     name: str
     default_version: int

@@ -39,10 +39,30 @@ def transfer_bar(label: str, size: int, mode: bool | None) -> Iterator[Any]:
                   TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True)) as bar:
         task = bar.add_task(label, total=size or None)
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
+        def update(done: int, total: int, stage: str | None = None) -> None:
+            if stage is not None:  # the transfer is over: show where the server is
+                bar.update(task, description=f"{label}: {stage}")
+            else:
+                bar.update(task, completed=done, total=total or None)
 
         yield update
+
+
+@contextmanager
+def upload_display(label: str, size: int, mode: bool | None) -> Iterator[tuple[Any, Any]]:
+    """The transfer bar, then the operation's stage on the same line: (progress, on_stage).
+
+    On a terminal the stage replaces the bar's label, or shows as a spinner line when the file
+    is too small for a bar; ``--no-progress`` and output that is not a terminal show neither."""
+    with transfer_bar(label, size, mode) as bar:
+        if bar is not None:
+            yield bar, lambda record: bar(-1, -1, record["stage"])
+            return
+        if mode is False or not sys.stderr.isatty():
+            yield None, None
+            return
+        with console(stderr=True).status(f"{label}: sending") as status:
+            yield None, lambda record: status.update(f"{label}: {record['stage']}")
 
 
 def _fields(pairs: list[str] | None) -> dict[str, str]:
@@ -60,11 +80,13 @@ def upload(args: argparse.Namespace) -> int:
     path = Path(args.file)
     extra_files = _fields(args.attach)
     size = path.stat().st_size + sum(os.path.getsize(p) for p in extra_files.values())
-    with make_client(args) as client, transfer_bar(f"upload {path.name}", size, args.progress) as bar:
+    display = upload_display(f"upload {path.name}", size, args.progress)
+    with make_client(args) as client, display as (bar, on_stage):
         info = client.upload(
             path, args.name, version=args.version, device=args.device, batching=args.batching,
             max_batch_size=args.max_batch_size, max_batch_delay_ms=args.max_batch_delay_ms,
             threads=args.threads, fields=_fields(args.field), files=extra_files, progress=bar,
+            on_stage=on_stage,
         )
     if args.json:
         print_json(info)
@@ -176,7 +198,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attach", action="append", metavar="FIELD=PATH",
                    help="another file in the form (e.g. weights or code); repeatable")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: for files of 1 MiB or more on a terminal)")
+                   help="progress bar, then the server's stage (default: on a terminal; the "
+                        "bar for files of 1 MiB or more)")
     p.set_defaults(func=upload)
 
     p = sub.add_parser("models", parents=parents, help="list models")

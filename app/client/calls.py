@@ -23,6 +23,8 @@ T = TypeVar("T")
 Call = Generator[httpx.Request, httpx.Response, T]
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a file moves."""
+StageWatch = Callable[[dict[str, Any]], None]
+"""Called with the operation record each time a tracked upload changes stage."""
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 409: "conflict",
@@ -124,7 +126,11 @@ class Calls:
         return response.json()
 
     def upload(self, path: str | os.PathLike, name: str, fields: dict[str, Any],
-               files: dict[str, str | os.PathLike], progress: Progress | None) -> Call[dict]:
+               files: dict[str, str | os.PathLike], progress: Progress | None,
+               on_stage: StageWatch | None = None) -> Call[dict]:
+        """Upload as an operation (``Prefer: respond-async``), follow it to its end.
+
+        A server that answers 201 at once (no operations) is fine too."""
         paths = {"file": Path(path), **{k: Path(v) for k, v in files.items()}}
         total = sum(p.stat().st_size for p in paths.values())
         done = 0
@@ -140,9 +146,36 @@ class Calls:
             parts = [(field, (p.name, _ProgressFile(stack.enter_context(open(p, "rb")), advance)))
                      for field, p in paths.items()]
             slow = httpx.Timeout(None, connect=self.timeout.connect, read=max(self.timeout.read or 0, 600))
-            response = yield self.request("POST", "/models", data=data, files=parts, timeout=slow)
+            response = yield self.request("POST", "/models", data=data, files=parts, timeout=slow,
+                                          headers={"Prefer": "respond-async"})
         raise_for_error(response)
-        return response.json()
+        if response.status_code != 202:
+            return response.json()
+        return (yield from self.follow(response.json(), on_stage))
+
+    def follow(self, record: dict[str, Any], on_stage: StageWatch | None) -> Call[dict]:
+        """Long-poll an operation until it ends: its result, or its error as ``ApiError``."""
+        reported = 0
+        while True:
+            stages = record.get("stages") or [{"name": record["stage"]}]
+            if on_stage is not None:
+                for entry in stages[reported:]:  # every stage, even one between two polls
+                    on_stage({**record, "stage": entry["name"]})
+            reported = len(stages)
+            if record["state"] != "running":
+                break
+            response = yield self.request(
+                "GET", f"/operations/{record['id']}",
+                params={"after": record["revision"], "wait_s": 10},
+                timeout=httpx.Timeout(30, connect=self.timeout.connect),
+            )
+            raise_for_error(response)
+            record = response.json()
+        if record["state"] == "succeeded":
+            return record["result"]
+        error = record.get("error") or {}
+        raise ApiError(int(error.get("status", 500)), str(error.get("code", record["state"])),
+                       str(error.get("message", f"the upload was {record['state']}")))
 
     def predict(self, name: str, inputs: Any, version: int | None, timeout_s: float | None,
                 output: OutputKind) -> Call[Any]:

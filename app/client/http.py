@@ -26,6 +26,7 @@ from app.client.calls import (
     ClientError,
     ConnectionFailedError,
     Progress,
+    StageWatch,
     adrive,
     archive_path,
     drive,
@@ -97,10 +98,14 @@ class Client:
                max_batch_size: int | None = None, max_batch_delay_ms: float | None = None,
                threads: int | None = None, fields: dict[str, Any] | None = None,
                files: dict[str, str | os.PathLike] | None = None,
-               progress: Progress | None = None) -> dict[str, Any]:
-        """Upload an archive as a new version; extra ``fields`` / ``files`` join the form."""
+               progress: Progress | None = None,
+               on_stage: StageWatch | None = None) -> dict[str, Any]:
+        """Upload an archive as a new version; extra ``fields`` / ``files`` join the form.
+
+        The server tracks it as an operation; ``on_stage`` sees each stage (compiling,
+        screening, trial load, ...). The result is the new version's info."""
         form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, threads, fields)
-        return self._run(self._calls.upload(path, name, form, files or {}, progress))
+        return self._run(self._calls.upload(path, name, form, files or {}, progress, on_stage))
 
     def models(self) -> list[dict[str, Any]]:
         """Every model with its versions, device and signature."""
@@ -213,9 +218,10 @@ class AsyncClient:
                      max_batch_size: int | None = None, max_batch_delay_ms: float | None = None,
                      threads: int | None = None, fields: dict[str, Any] | None = None,
                      files: dict[str, str | os.PathLike] | None = None,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None,
+                     on_stage: StageWatch | None = None) -> dict[str, Any]:
         form = _form(version, device, batching, max_batch_size, max_batch_delay_ms, threads, fields)
-        return await self._run(self._calls.upload(path, name, form, files or {}, progress))
+        return await self._run(self._calls.upload(path, name, form, files or {}, progress, on_stage))
 
     async def models(self) -> list[dict[str, Any]]:
         return (await self._run(self._calls.json("/models")))["models"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from app.config import Settings
 from app.intake.archive import ArchiveInfo, ZipLimits, require_torchscript
+from app.intake.operations import stage
 from app.intake.screening import require_safe_module, screen_contents
 from app.intake.trial import TrialLimits, trial_load
 
@@ -60,6 +61,7 @@ class ArchiveGate:
         """Every check before a new archive is loaded in the server; raise 400 / 413 / 422."""
         info = self.recheck(path)
         if self.trial:
+            stage("trial load")
             with self._trials:
                 result = trial_load(path, info.uncompressed_bytes, self.trial_limits)
             log.info("trial load passed: %s compiled functions checked", result.get("functions"))

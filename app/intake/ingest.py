@@ -12,6 +12,7 @@ from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
 from app.intake.archive import require_torchscript
 from app.intake.multipart import UploadForm
+from app.intake.operations import stage
 from app.serving.batching import BatchPolicy
 from app.serving.registry import ModelVersion, Registry
 from app.store import ARCHIVE_FILE, validate_name
@@ -141,6 +142,7 @@ async def _ingest_eager(
     if options.version is not None and options.version in registry.store.versions(options.name):
         # before spending a compile: the same 409 that Registry.add would give
         raise ConflictError(f"model {options.name!r} version {options.version} already exists")
+    stage("compiling")
     report = await compiler.compile(plan, staging / ARCHIVE_FILE)
     for upload in form.files.values():  # only the compiled archive is kept
         upload.path.unlink(missing_ok=True)

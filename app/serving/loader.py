@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.intake.gate import ArchiveGate
+from app.intake.operations import stage
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.model_version import ModelVersion
 from app.serving.runtime import LoadedModel, resolve_device
@@ -54,12 +55,16 @@ class Loader:
         """Admit and load an uploaded archive, then warm it up on its example inputs."""
         resolved = resolve_device(device_request, self.default_device)
         if self.gate is not None:
+            stage("screening")
             await asyncio.to_thread(self.gate.admit, archive)
+        stage("loading")
         model = await self._load(archive, resolved)
         if self.gate is not None:
+            stage("checking")
             await asyncio.to_thread(self.gate.check_loaded, model.module)
         template = example_inputs(meta)
         if template is not None:
+            stage("warming up")
             await asyncio.to_thread(warm_up, model, template)
         if prepare is not None:
             await asyncio.to_thread(prepare, model)
@@ -103,6 +108,7 @@ class Loader:
         batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)
         template = example_inputs(stored.meta)
         if template is not None and batcher.state.enabled is None:
+            stage("probing")
             # Known example inputs: decide batch safety now rather than on the first request.
             await asyncio.to_thread(batcher.decide_batching, template)
         batcher.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
+from app.intake.operations import stage
 from app.serving.batching import BatchPolicy
 from app.serving.loader import Loader
 from app.serving.model_version import ModelVersion
@@ -173,8 +174,11 @@ class Registry:
                 },
                 **(extra_meta or {}),
             }
+            stage("committing")  # in the event loop: a cancel can no longer slip in after this
             stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
-            return self._show(await self.loader.serve(stored, model))
+            served = self._show(await self.loader.serve(stored, model))
+            stage("serving")
+            return served
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         model = await self.loader.load_stored(stored)

@@ -195,3 +195,22 @@ def test_pin_unpin_and_rollback_from_the_shell(cli, archives):
     status, _, err = cli("pin", "pinned", "7")
     assert status == 1 and "no version 7" in err
     assert cli("delete", "pinned")[0] == 0
+
+
+def test_upload_follows_the_operation_and_reports_its_error(cli, tmp_path):
+    junk = tmp_path / "junk.torchscript"
+    junk.write_bytes(b"not an archive" * 50)
+    status, _, err = cli("upload", "junk", str(junk))
+    assert status == 1 and "TorchScript archive" in err
+
+
+def test_the_client_shows_each_stage(server, archives):
+    from app.client import Client
+
+    stages: list[str] = []
+    with Client(server.url, TOKEN) as client:
+        info = client.upload(archives["classifier"], "staged", on_stage=lambda r: stages.append(r["stage"]))
+        assert info["name"] == "staged" and info["version"] == 1
+        client.delete("staged")
+    assert stages[0] == "receiving" and stages[-1] == "serving"
+    assert "trial load" in stages and "committing" in stages

@@ -13,7 +13,7 @@ import pytest
 
 from app.examples import scripted_classifier
 from tests.support.compile_sources import write_source
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, children_of
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +58,6 @@ def assert_serving(server: LiveServer) -> None:
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
     r = httpx.post(server.url + "/models/clf/predict", json={"inputs": ROW}, timeout=10)
     assert r.status_code == 200, r.text
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def test_infinite_loop_is_killed_while_predictions_go_on(server, tmp_path):
