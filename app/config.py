@@ -22,7 +22,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     """TCP port to listen on."""
     model_store: Path = Path("./model_store")
-    """Directory holding ``<name>/<version>/`` model versions; survives restarts."""
+    """The model store: a directory (local, or a volume shared by several servers) holding
+    archives and version records; the source of truth every server converges on."""
+    store_sync_s: float = Field(5.0, ge=0)
+    """How often each server reconciles with the store (with +-20% jitter); 0: only at start-up
+    and when a request names a model or version this server does not know."""
+    store_gc_grace_s: float = Field(3600.0, ge=60)
+    """How long a deleted version's archive stays in the store (longer than a sync plus the
+    longest request), before garbage collection removes it."""
     device: str = "auto"
     """Default device for models: ``auto`` (first CUDA device if present, else cpu), ``cpu``,
     ``cuda`` or ``cuda:N``."""

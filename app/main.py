@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -22,11 +23,13 @@ from app.api.middleware.fastpath import PredictFastPath
 from app.api.middleware.request_context import RequestContextMiddleware
 from app.compiler.service import Compiler
 from app.config import Settings
+from app.errors import ConflictError
 from app.examples import scripted_classifier
 from app.intake.gate import ArchiveGate
 from app.intake.operations import Operations
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
+from app.serving.convergence import StoreSync
 from app.serving.loader import Loader
 from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
@@ -54,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gate=ArchiveGate.from_settings(settings),
     )
     registry = Registry(store, loader)
-    ops = Operations(OperationLog(settings.model_store))
+    sync = StoreSync(registry, settings.store_sync_s, settings.store_gc_grace_s)
+    ops = Operations(OperationLog(store.backend))
     if metrics is not None:
         metrics.watch(registry)
 
@@ -67,11 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admin_token = load_or_create_admin_token(
             settings.admin_token, settings.admin_token_file
         )
-        loader = asyncio.create_task(_load(app, registry, store, settings))
+        loader = asyncio.create_task(_load(app, registry, store, settings, sync))
         try:
             yield
         finally:
             loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
             await ops.close()
             await registry.close()
 
@@ -87,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = store
     app.state.registry = registry
     app.state.operations = ops
+    app.state.store_sync = sync
     app.state.metrics = metrics
     app.state.default_policy = policy
     app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
@@ -124,10 +131,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: Settings) -> None:
-    """Load the store (and the example model into an empty one), then report ready."""
+async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: Settings,
+                sync: StoreSync) -> None:
+    """Load the store (and the example model into an empty one), report ready, keep in sync."""
     try:
-        await registry.load_store()
+        registry.loading = True
+        try:
+            await sync.sync()  # the first complete sync: ready only after it
+        finally:
+            registry.loading = False
         if settings.install_example and not registry.names():
             await _install_example(registry, store)
     except Exception:
@@ -140,6 +152,7 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
         gc.set_threshold(50_000, 50, 100)
     app.state.ready = True
     log.info("ready: %d model(s) loaded", len(registry.names()))
+    await sync.run()
 
 
 async def _install_example(registry: Registry, store: ModelStore) -> None:
@@ -153,6 +166,8 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
             extra_meta={"source": "example", "original_filename": "classifier (tutorial)"},
         )
         log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")
+    except ConflictError:  # another server sharing the store installed it first
+        store.discard(staging)
     except BaseException:
         store.discard(staging)
         raise

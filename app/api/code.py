@@ -29,7 +29,7 @@ async def model_code(
     version: int | None = None,
     view: Literal["code", "graph", "inlined"] = "code",
 ) -> Response:
-    mv = registry.get(name, version)
+    mv = await registry.resolve(name, version)
     doc = {"model": name, "version": mv.version, **module_code(mv.model.module, view)}
     accept = request.headers.get("accept", "")
     if "text/plain" in accept and "application/json" not in accept:

@@ -162,6 +162,7 @@ async def list_models(_: ReaderDep, registry: RegistryDep) -> ModelList:
 @router.get("/models/{name}", summary="Describe a model: versions, device, signature, sizes",
             response_model_exclude_unset=True)
 async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> ModelDetail:
+    await registry.resolve(name)
     versions = registry.versions(name)
     return ModelDetail.model_validate({
         "name": name,
@@ -174,7 +175,7 @@ async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> Mode
 @router.get("/models/{name}/versions/{version}", summary="Describe one version",
             response_model_exclude_unset=True)
 async def describe_version(name: str, version: int, _: ReaderDep, registry: RegistryDep) -> VersionInfo:
-    return VersionInfo.model_validate(registry.get(name, version).info())
+    return VersionInfo.model_validate((await registry.resolve(name, version)).info())
 
 
 @router.get(
@@ -186,7 +187,7 @@ async def describe_version(name: str, version: int, _: ReaderDep, registry: Regi
 async def download_archive(
     name: str, _: ReaderDep, registry: RegistryDep, version: int | None = None
 ) -> FileResponse:
-    mv = registry.get(name, version)
+    mv = await registry.resolve(name, version)
     return FileResponse(
         mv.stored.archive,
         media_type="application/zip",

@@ -79,8 +79,8 @@ def _version_number(name: str, version: str | None) -> int | None:
     return int(version)
 
 
-def _version(registry: Registry, name: str, version: str | None) -> ModelVersion:
-    return registry.get(name, _version_number(name, version))
+async def _version(registry: Registry, name: str, version: str | None) -> ModelVersion:
+    return await registry.resolve(name, _version_number(name, version))
 
 
 @router.get("", summary="Server metadata")
@@ -108,8 +108,9 @@ async def ready(request: Request) -> JSONResponse:
 @router.get("/models/{name}", summary="Model metadata (default version)",
             response_model_exclude_unset=True)
 async def metadata(name: str, _: ReaderDep, registry: RegistryDep) -> ModelMetadataV2:
+    default = await registry.resolve(name)
     versions = [mv.version for mv in registry.versions(name)]
-    return ModelMetadataV2.model_validate(model_metadata(registry.get(name), versions))
+    return ModelMetadataV2.model_validate(model_metadata(default, versions))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)",
@@ -117,21 +118,21 @@ async def metadata(name: str, _: ReaderDep, registry: RegistryDep) -> ModelMetad
 async def version_metadata(
     name: str, version: str, _: ReaderDep, registry: RegistryDep
 ) -> ModelMetadataV2:
-    mv = _version(registry, name, version)
+    mv = await _version(registry, name, version)
     return ModelMetadataV2.model_validate(model_metadata(mv, [mv.version]))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness (default version)",
             response_model_exclude_unset=True)
 async def model_ready(name: str, _: ReaderDep, registry: RegistryDep) -> ModelReadyV2:
-    return ModelReadyV2(name=name, ready=registry.get(name) is not None)
+    return ModelReadyV2(name=name, ready=await registry.resolve(name) is not None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="Model readiness (one version)")
 async def version_ready(
     name: str, version: str, _: ReaderDep, registry: RegistryDep
 ) -> ModelReadyV2:
-    mv = _version(registry, name, version)
+    mv = await _version(registry, name, version)
     return ModelReadyV2(name=name, version=str(mv.version), ready=True)
 
 

@@ -21,7 +21,7 @@ async def resolve_and_read(
     registry: Registry, name: str, version: int | None, read_body: Callable[[], Awaitable[bytes]]
 ) -> tuple[ModelVersion, bytes]:
     """The serving version and the request body; 404 / 503 before the body is read."""
-    registry.get(name, version)
+    await registry.resolve(name, version)  # asks the store about a name it does not know
     body = await read_body()
     return registry.get(name, version), body
 

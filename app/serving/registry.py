@@ -1,16 +1,18 @@
 """name -> versions -> serving version; when versions appear and disappear.
 
 Load the new version before it becomes visible; a failed load changes nothing. Removal
-hides a version first, then drains its batcher, then deletes it from the store. How a
+tombstones the version in the store first (so every server learns), then hides it and drains
+its batcher. ``reconcile`` makes this server serve what the store says (versions other
+servers committed or deleted, pins they set); ``app.serving.convergence`` decides when. How a
 version is loaded and started is ``app.serving.loader``'s business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +24,8 @@ from app.serving.batching import BatchPolicy
 from app.serving.loader import Loader
 from app.serving.model_version import ModelVersion
 from app.serving.runtime import LoadedModel
-from app.store import ARCHIVE_FILE, ModelStore, StoredVersion
+from app.store import ARCHIVE_FILE, ModelStore, StoreState
+from app.store.files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class ModelEntry:
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pinned: int | None = None  # the chosen default; None: the highest version serves
+    pin_seq: int = 0  # the store's sequence number of the pin applied here
 
     @property
     def default(self) -> ModelVersion | None:
@@ -48,6 +52,9 @@ class Registry:
         self._entries: dict[str, ModelEntry] = {}
         self.loading = False
         self.load_failures: dict[str, str] = {}
+        self._failed_at: dict[str, float] = {}
+        self.on_miss: Callable[[str, int | None], Awaitable[bool]] | None = None
+        """Asked before a 404: may the store know this model or version? (convergence)"""
 
     # reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -69,6 +76,16 @@ class Registry:
             )
         return found
 
+    async def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """``get``, but a model or version this server does not know yet is looked up in the
+        store first (another server may have just committed it): read-your-writes anywhere."""
+        try:
+            return self.get(name, version)
+        except NotFoundError:
+            if self.on_miss is None or not await self.on_miss(name, version):
+                raise
+        return self.get(name, version)
+
     def default_version(self, name: str) -> int:
         """The version that serves requests naming no version."""
         return self.get(name).version
@@ -86,42 +103,70 @@ class Registry:
         return [mv for e in self._entries.values() for mv in e.versions.values()]
 
     # start-up ------------------------------------------------------------------------------
-    async def load_store(self) -> None:
-        """Load every committed version found in the store."""
-        self.loading = True
-        try:
-            for stored in await asyncio.to_thread(self.store.all):
-                key = f"{stored.name}/{stored.version}"
-                try:
-                    await self._activate(stored)
-                except Exception as exc:
-                    self.load_failures[key] = redact_paths(str(exc))[:300]
-                    log.error("could not load stored model %s: %s", key, exc)
-            for name, entry in self._entries.items():
-                entry.pinned = await asyncio.to_thread(self.store.read_pin, name)
-        finally:
-            self.loading = False
+    async def reconcile(self, state: StoreState) -> None:
+        """Serve what ``state`` (a fresh read of the store) says: load versions committed
+        elsewhere, retire tombstoned ones, apply newer pins. Failures stay on this server."""
+        for name, versions in state.versions.items():
+            entry = self._entry(name)
+            for version, record in sorted(versions.items()):
+                if version not in entry.versions and self._may_try(f"{name}/{version}"):
+                    await self._activate_record(entry, name, version, record)
+            seq, pinned = state.pins.get(name, (0, None))
+            if seq > entry.pin_seq:
+                entry.pin_seq, entry.pinned = seq, pinned
+        for name, dead in state.tombstones.items():
+            known = self._entries.get(name)
+            gone = [v for v in dead if known is not None and v in known.versions]
+            for version in gone:
+                await self._retire(name, version)
+        for name in [n for n, e in self._entries.items() if not e.versions and not e.lock.locked()]:
+            self._entries.pop(name, None)
+
+    def _may_try(self, key: str) -> bool:
+        """A version that failed to load here is tried again at most once a minute."""
+        return time.monotonic() - self._failed_at.get(key, -1e9) > 60
+
+    async def _activate_record(self, entry: ModelEntry, name: str, version: int,
+                               record: dict[str, Any]) -> None:
+        key = f"{name}/{version}"
+        async with entry.lock:
+            if version in entry.versions:  # an upload here committed it meanwhile
+                return
+            try:
+                stored = await asyncio.to_thread(self.store.read, name, version, record)
+                model = await self.loader.load_stored(stored)
+                self._show(await self.loader.serve(stored, model))
+            except Exception as exc:
+                self.load_failures[key] = redact_paths(str(exc))[:300]
+                self._failed_at[key] = time.monotonic()
+                log.error("could not load stored model %s: %s", key, exc)
+                return
+        self.load_failures.pop(key, None)
+        self._failed_at.pop(key, None)
 
     # the default version ------------------------------------------------------------------
     async def pin(self, name: str, version: int) -> ModelVersion:
         """Make ``version`` the default of ``name`` until unpinned (kept in the store)."""
-        mv = self.get(name, version)
+        mv = await self.resolve(name, version)
         entry = self._entries[name]
         async with entry.lock:
             if version not in entry.versions:
                 raise NotFoundError(f"model {name!r} has no version {version}")
-            await asyncio.to_thread(self.store.write_pin, name, version)
-            entry.pinned = version
+            await self._write_pin(entry, name, version)
         return mv
 
     async def unpin(self, name: str) -> ModelVersion:
         """Return to "the highest version is the default"."""
-        self.get(name)
+        await self.resolve(name)
         entry = self._entries[name]
         async with entry.lock:
-            await asyncio.to_thread(self.store.write_pin, name, None)
-            entry.pinned = None
+            await self._write_pin(entry, name, None)
         return self.get(name)
+
+    async def _write_pin(self, entry: ModelEntry, name: str, version: int | None) -> None:
+        seq = await asyncio.to_thread(self.store.write_pin, name, version)
+        if seq > entry.pin_seq:
+            entry.pin_seq, entry.pinned = seq, version
 
     async def rollback(self, name: str) -> ModelVersion:
         """Pin the highest version below the current default."""
@@ -150,17 +195,12 @@ class Registry:
         """Load the archive in ``staging``, commit it as a new version, and serve it."""
         entry = self._entry(name)
         async with entry.lock:
-            existing = await asyncio.to_thread(self.store.versions, name)
-            if version is None:
-                version = (max(existing) if existing else 0) + 1
-            if version in existing or version in entry.versions:
+            if version is not None and version in entry.versions:
                 raise ConflictError(f"model {name!r} version {version} already exists")
             device_request = device or self.loader.default_device
             archive = staging / ARCHIVE_FILE
             model = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
-            meta = {
-                "name": name,
-                "version": version,
+            meta = {  # the store adds name, version (the next free one when None) and sha256
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "archive_bytes": archive.stat().st_size,
                 "sha256": await asyncio.to_thread(_sha256, archive),
@@ -180,40 +220,43 @@ class Registry:
             stage("serving")
             return served
 
-    async def _activate(self, stored: StoredVersion) -> ModelVersion:
-        model = await self.loader.load_stored(stored)
-        entry = self._entry(stored.name)
-        async with entry.lock:
-            return self._show(await self.loader.serve(stored, model))
-
     def _show(self, mv: ModelVersion) -> ModelVersion:
         self._entry(mv.name).versions[mv.version] = mv
         return mv
 
     async def remove_version(self, name: str, version: int, unpin: bool = False) -> None:
-        """Hide a version, drain its requests, unload it and delete it from the store."""
-        entry = self._entries.get(name)
-        if entry is None or version not in entry.versions:
-            raise NotFoundError(f"model {name!r} has no version {version}")
+        """Tombstone a version in the store, then hide it and drain its requests here."""
+        await self.resolve(name, version)
+        entry = self._entries[name]
         async with entry.lock:
             if version == entry.pinned and not unpin:
                 raise ConflictError(
                     f"version {version} is the pinned default of model {name!r}: pin another "
                     f"version or unpin it first (scriptserve unpin {name})"
                 )
+            if version not in entry.versions:
+                raise NotFoundError(f"model {name!r} has no version {version}")
+            await asyncio.to_thread(self.store.delete, name, version)
+            if version == entry.pinned:
+                await self._write_pin(entry, name, None)
+        await self._retire(name, version)
+
+    async def _retire(self, name: str, version: int) -> None:
+        """Hide a version and drain its batcher (the store already says it is gone)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        async with entry.lock:
             mv = entry.versions.pop(version, None)
             if mv is None:
-                raise NotFoundError(f"model {name!r} has no version {version}")
-            if version == entry.pinned:
-                await asyncio.to_thread(self.store.write_pin, name, None)
-                entry.pinned = None
+                return
             await mv.batcher.stop()
-            await asyncio.to_thread(self.store.delete, name, version)
-            if not entry.versions:
+            if not entry.versions and entry.pinned is None:
                 self._entries.pop(name, None)
 
     async def remove_model(self, name: str) -> list[int]:
         """Remove every version of ``name``."""
+        await self.resolve(name)
         removed = [mv.version for mv in self.versions(name)]
         for version in removed:
             await self.remove_version(name, version, unpin=True)
@@ -225,10 +268,6 @@ class Registry:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 

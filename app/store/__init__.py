@@ -1,16 +1,18 @@
-"""The model store: committed versions that survive restarts (``filesystem``: the on-disk layout)."""
+"""The model store: the source of truth for every server (``store``: the commit protocol;
+``backend``: what a backend must do; ``files``: POSIX filesystems; ``legacy``: the old layout;
+``operations``: upload operation records)."""
 
-from app.store.filesystem import (
+from app.store.files import fsync_path
+from app.store.store import (
     ARCHIVE_FILE,
-    META_FILE,
     NAME_PATTERN,
     ModelStore,
     StoredVersion,
-    fsync_path,
+    StoreState,
     validate_name,
 )
 
 __all__ = [
-    "ARCHIVE_FILE", "META_FILE", "NAME_PATTERN", "ModelStore", "StoredVersion", "fsync_path",
+    "ARCHIVE_FILE", "NAME_PATTERN", "ModelStore", "StoreState", "StoredVersion", "fsync_path",
     "validate_name",
 ]

@@ -103,7 +103,9 @@ def test_per_request_deadline_is_504(client, archives):
 
 
 def test_predictions_over_the_in_flight_limit_get_503_before_the_body_is_read(settings, archives):
-    limited = settings.model_copy(update={"max_concurrent_predictions": 1})
+    # a generous deadline: on a busy machine the held forward takes many seconds
+    limited = settings.model_copy(update={"max_concurrent_predictions": 1,
+                                          "request_timeout_s": 600})
     with TestClient(create_app(limited)) as c:
         wait_ready(c)
         r = upload(c, "held", archives["slow_classifier"], batching="on")  # forwards take seconds
@@ -123,7 +125,7 @@ def test_predictions_over_the_in_flight_limit_get_503_before_the_body_is_read(se
                    headers={"content-type": "application/json", "content-length": "10"})
         assert r.status_code == 503 and r.headers["Retry-After"] == "1"
         assert r.json()["error"]["code"] == "overloaded"
-        holder.join(30)
+        holder.join(600)
         assert first[0].status_code == 200
         assert c.post("/models/held/predict?timeout_s=0.1",
                       json={"inputs": [[0.0] * 320]}).status_code == 504  # admitted again

@@ -82,19 +82,19 @@ def test_infer_keeps_dtypes_and_names(client, archives):
 
 
 def test_code_download_and_delete(client, archives, tmp_path):
-    client.upload(archives["tuple_out"], "t")
+    version = client.upload(archives["tuple_out"], "t")["version"]  # numbers are never reused
     assert "def forward" in client.code("t")
     assert "graph(" in client.code("t", view="graph")
     path = client.download("t", tmp_path)
-    assert path.name == "t-v1.torchscript"
+    assert path.name == f"t-v{version}.torchscript"
     sha = client.info("t")["versions"][0]["sha256"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
     seen = []
-    explicit = client.download("t", tmp_path / "copy.pt", version=1,
+    explicit = client.download("t", tmp_path / "copy.pt", version=version,
                                progress=lambda d, t: seen.append((d, t)))
     assert explicit.read_bytes() == path.read_bytes() and seen[-1][0] == seen[-1][1]
     assert torch.jit.load(str(explicit))(torch.ones(1, 2))[1].tolist() == [2.0]
-    assert client.delete("t", 1) == {"name": "t", "deleted_versions": [1]}
+    assert client.delete("t", version) == {"name": "t", "deleted_versions": [version]}
     with pytest.raises(ApiError) as err:
         client.info("t")
     assert err.value.status_code == 404 and err.value.code == "not_found"

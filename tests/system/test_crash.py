@@ -3,6 +3,7 @@ exactly as before, and no partial version is visible."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -101,7 +102,11 @@ def test_kill_9_during_a_100_mb_upload_loses_nothing(tmp_path):
 
         server.start()
         assert list(staging.iterdir()) == []  # ...and start-up removed it
-        assert sorted(p.name for p in (server.store / "clf").iterdir()) == ["1", "2"]
+        versions = server.store / "models/clf/versions"
+        assert sorted(p.name for p in versions.iterdir()) == ["1.json", "2.json"]
+        records = [json.loads(p.read_text()) for p in (server.store / "models").glob("*/versions/*.json")]
+        blobs = {p.name for p in (server.store / "blobs").iterdir()}
+        assert blobs == {r["sha256"] for r in records}  # no blob of the half upload
         assert answers(server, inputs) == before  # identical bytes, every version
         listed = httpx.get(f"{server.url}/models", timeout=10).json()["models"]
         assert {m["name"]: m["versions"] for m in listed} == {"clf": [1, 2], "multi": [1]}
