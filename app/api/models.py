@@ -116,16 +116,17 @@ async def upload_model(
             metrics.record_upload(None)
         return UploadResult.model_validate({"name": mv.name, **mv.info()})
 
+    tracked = respond_async(request)
     try:
         form = await read_multipart(request, staging, settings.max_upload_bytes, FILE_FIELDS)
-        if not respond_async(request):
-            return await run(form)
-        name = parse_options(form, defaults).name  # a bad form is still a synchronous 400
+        name = parse_options(form, defaults).name if tracked else ""  # a bad form: still a 400
     except BaseException as exc:
         store.discard(staging)
         if metrics is not None:
             metrics.record_upload(exc)
         raise
+    if not tracked:
+        return await run(form)
 
     async def work() -> dict[str, Any]:
         return (await run(form)).model_dump(mode="json", exclude_unset=True)

@@ -106,6 +106,21 @@ class Registry:
     async def reconcile(self, state: StoreState) -> None:
         """Serve what ``state`` (a fresh read of the store) says: load versions committed
         elsewhere, retire tombstoned ones, apply newer pins. Failures stay on this server."""
+        await self._load_new(state)
+        for name, dead in state.tombstones.items():
+            known = self._entries.get(name)
+            gone = [v for v in dead if known is not None and v in known.versions]
+            if gone:
+                # A listing is not a snapshot: a version committed just before this deletion
+                # may be missing from it. Read this model again, and load what is new first,
+                # so requests for the default version never find none.
+                await self._load_new(await asyncio.to_thread(self.store.state, name))
+            for version in gone:
+                await self._retire(name, version)
+        for name in [n for n, e in self._entries.items() if not e.versions and not e.lock.locked()]:
+            self._entries.pop(name, None)
+
+    async def _load_new(self, state: StoreState) -> None:
         for name, versions in state.versions.items():
             entry = self._entry(name)
             for version, record in sorted(versions.items()):
@@ -114,13 +129,6 @@ class Registry:
             seq, pinned = state.pins.get(name, (0, None))
             if seq > entry.pin_seq:
                 entry.pin_seq, entry.pinned = seq, pinned
-        for name, dead in state.tombstones.items():
-            known = self._entries.get(name)
-            gone = [v for v in dead if known is not None and v in known.versions]
-            for version in gone:
-                await self._retire(name, version)
-        for name in [n for n, e in self._entries.items() if not e.versions and not e.lock.locked()]:
-            self._entries.pop(name, None)
 
     def _may_try(self, key: str) -> bool:
         """A version that failed to load here is tried again at most once a minute."""
@@ -239,6 +247,8 @@ class Registry:
             await asyncio.to_thread(self.store.delete, name, version)
             if version == entry.pinned:
                 await self._write_pin(entry, name, None)
+        # versions other servers committed come in before this one goes (same as a sync)
+        await self._load_new(await asyncio.to_thread(self.store.state, name))
         await self._retire(name, version)
 
     async def _retire(self, name: str, version: int) -> None:

@@ -150,10 +150,11 @@ class ModelStore:
         self._records[key] = record
         return record
 
-    def state(self) -> StoreState:
-        """Every live version record and pin (one listing, then cached reads)."""
+    def state(self, name: str | None = None) -> StoreState:
+        """Every live version record and pin (one listing, then cached reads); of one model
+        when ``name`` is given."""
         seen: dict[str, dict[str, dict[int, str]]] = {}
-        for key in self.backend.keys("models/"):
+        for key in self.backend.keys(f"models/{name}/" if name else "models/"):
             m = _KEY.match(key)
             if m:
                 seen.setdefault(m[1], {}).setdefault(m[2], {})[int(m[3])] = key
