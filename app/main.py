@@ -35,6 +35,7 @@ from app.serving.registry import Registry
 from app.store import ARCHIVE_FILE, ModelStore
 from app.store.operations import OperationLog
 from app.telemetry.prometheus import Metrics
+from app.telemetry.store_metrics import StoreCollector
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gate=ArchiveGate.from_settings(settings),
     )
     registry = Registry(store, loader)
-    sync = StoreSync(registry, settings.store_sync_s, settings.store_gc_grace_s)
     ops = Operations(OperationLog(store.backend))
+    sync = StoreSync(registry, settings.store_sync_s, settings.store_gc_grace_s)
     if metrics is not None:
         metrics.watch(registry)
+        metrics.registry.register(StoreCollector(sync))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

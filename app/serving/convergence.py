@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import exception_line
 from app.serving.registry import Registry
@@ -31,6 +31,7 @@ class SyncStats:
     last_ok: float = 0.0  # Unix time of the last complete sync
     last_seconds: float = 0.0
     last_error: str = ""
+    known: dict[str, int] = field(default_factory=dict)  # live versions per model, last sync
 
 
 class StoreSync:
@@ -55,6 +56,7 @@ class StoreSync:
         start = time.monotonic()
         try:
             state = await asyncio.to_thread(self.registry.store.state)
+            self.stats.known = {name: len(vs) for name, vs in state.versions.items()}
             await self.registry.reconcile(state)
         except Exception as exc:
             self.stats.errors += 1

@@ -232,3 +232,26 @@ def test_stats_of_an_idle_version_are_empty_not_missing(client, archives):
     assert body["versions"][0]["total"]["requests"] == 0
     assert body["versions"][0]["total"]["mean_batch_size"] is None
     assert body["versions"][0]["window"]["request_s"]["p99"] is None
+
+
+def test_store_convergence_is_measured(client, archives):
+    served(client, archives)
+    s = scrape(client)
+    assert value(s, "scriptserve_store_syncs_total") >= 1
+    assert value(s, "scriptserve_store_sync_errors_total") == 0
+    assert value(s, "scriptserve_store_last_sync_timestamp_seconds") > 1.7e9
+    assert value(s, "scriptserve_store_versions_served", model="classifier") == 1
+    # a version another server committed: known after the next sync, served once loaded
+    client.app.state.registry.store.commit(
+        _staged(client, archives["classifier"]), "classifier", None, {})
+    client.portal.call(client.app.state.store_sync.sync)
+    s = scrape(client)
+    assert value(s, "scriptserve_store_versions_known", model="classifier") == 2
+    assert value(s, "scriptserve_store_versions_served", model="classifier") == 2
+
+
+def _staged(client, archive):
+    store = client.app.state.registry.store
+    folder = store.new_staging_dir()
+    (folder / "model.torchscript").write_bytes(archive.read_bytes())
+    return folder
