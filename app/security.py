@@ -24,10 +24,23 @@ def load_or_create_admin_token(configured: str | None, token_file: Path) -> str:
             return token
     token = secrets.token_urlsafe(32)
     token_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Written once, atomically: servers sharing a store that start together agree on one.
+    temp = token_file.with_name(f".{token_file.name}.{secrets.token_hex(6)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    os.chmod(token_file, 0o600)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(temp, token_file)
+    except FileExistsError:
+        found = token_file.read_text().strip()
+        if found:
+            log.info("admin token read from %s (another server created it)", token_file)
+            return found
+        os.replace(temp, token_file)  # an empty file (an old crash): ours replaces it
+    finally:
+        temp.unlink(missing_ok=True)
     log.warning("generated an admin token; it is in %s (mode 0600)", token_file)
     return token
 

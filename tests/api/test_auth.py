@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.security import load_or_create_admin_token
 from tests.support.api import TOKEN, upload, wait_ready
 
 
@@ -38,6 +40,16 @@ def test_generated_token_is_written_0600(tmp_path):
         assert r.status_code == 404  # authorised, then not found
     with TestClient(create_app(s)) as c:  # the same token is reused after a restart
         assert token_file.read_text().strip() == token
+
+
+def test_servers_starting_together_agree_on_one_generated_token(tmp_path):
+    token_file = tmp_path / ".admin_token"
+    with ThreadPoolExecutor(8) as pool:
+        tokens = set(pool.map(lambda _: load_or_create_admin_token(None, token_file), range(8)))
+    assert tokens == {token_file.read_text().strip()}
+    assert [p.name for p in tmp_path.iterdir()] == [".admin_token"]  # no temporary left
+    token_file.write_text("")  # an empty file (a crash long ago) is replaced
+    assert load_or_create_admin_token(None, token_file) == token_file.read_text().strip() != ""
 
 
 def test_inference_token_guards_predict_and_listing(tmp_path, archives):
