@@ -111,7 +111,7 @@ class Registry:
                 raise ConflictError(f"model {name!r} version {version} already exists")
             device_request = device or self.loader.default_device
             archive = staging / ARCHIVE_FILE
-            model = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
+            model, io_spec = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
             meta = {
                 "name": name,
                 "version": version,
@@ -127,17 +127,20 @@ class Registry:
                     "mode": policy.mode,
                 },
                 **(extra_meta or {}),
+                **({"io_spec": io_spec} if io_spec else {}),
             }
             stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
             return self._show(await self.loader.serve(stored, model))
 
     async def _activate(self, stored: StoredVersion) -> ModelVersion:
         model = await self.loader.load_stored(stored)
+        learnt = await asyncio.to_thread(self.store.read_learnt, stored)
         entry = self._entry(stored.name)
         async with entry.lock:
-            return self._show(await self.loader.serve(stored, model))
+            return self._show(await self.loader.serve(stored, model, learnt))
 
     def _show(self, mv: ModelVersion) -> ModelVersion:
+        mv.learnt_sink = self.store.save_learnt
         self._entry(mv.name).versions[mv.version] = mv
         return mv
 
@@ -165,6 +168,7 @@ class Registry:
     async def close(self) -> None:
         """Drain and stop every batcher (shutdown)."""
         await asyncio.gather(*(mv.batcher.stop() for mv in self.all_versions()))
+        await asyncio.gather(*(mv.flush_learnt() for mv in self.all_versions()), return_exceptions=True)
 
 
 def _sha256(path: Path) -> str:

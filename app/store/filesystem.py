@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ARCHIVE_FILE = "model.torchscript"
 META_FILE = "meta.json"
+LEARNT_FILE = "learnt.json"
+"""The signature a version's requests showed (v2 metadata), rewritten as it widens."""
 STAGING = ".staging"
 TRASH = ".trash"
 
@@ -153,6 +155,23 @@ class ModelStore:
         fsync_path(parent)
         fsync_path(self.root)
         return StoredVersion(name, version, target, meta)
+
+    def save_learnt(self, stored: StoredVersion, doc: dict[str, Any]) -> None:
+        """Replace a version's ``learnt.json`` atomically; a version deleted meanwhile is skipped."""
+        tmp = stored.path / f".{LEARNT_FILE}.{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.write_text(json.dumps(doc, sort_keys=True))
+            os.replace(tmp, stored.path / LEARNT_FILE)
+        except FileNotFoundError:
+            log.debug("%s/%s is gone; its learnt signature is not saved", stored.name, stored.version)
+
+    def read_learnt(self, stored: StoredVersion) -> dict[str, Any] | None:
+        """A version's ``learnt.json``, or None if missing or unreadable."""
+        try:
+            doc = json.loads((stored.path / LEARNT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
 
     def delete(self, name: str, version: int) -> None:
         """Remove a committed version (rename away first, so it vanishes atomically)."""
