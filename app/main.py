@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import code, docs, health, models, openapi, predict, v2
+from app.api import code, docs, health, models, openapi, predict, v2, v2_extensions
 from app.api import errors as api_errors
 from app.api import telemetry as telemetry_api
 from app.api.middleware.admission import AdmissionMiddleware
@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_errors.install(app)
     docs.install(app)
     openapi.install(app)
-    routers = (health.router, models.router, predict.router, code.router, v2.router, telemetry_api.router)
+    routers = (health.router, models.router, predict.router, code.router, v2_extensions.router, v2.router,
+               telemetry_api.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(

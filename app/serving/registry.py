@@ -44,6 +44,7 @@ class Registry:
         self._entries: dict[str, ModelEntry] = {}
         self.loading = False
         self.load_failures: dict[str, str] = {}
+        self.unloaded: set[str] = set()  # stored, but taken out of serving (repository unload)
 
     # reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -55,6 +56,10 @@ class Registry:
         if entry is None or not entry.versions:
             if self.loading and name in self.store.names():
                 raise NotReadyError(f"model {name!r} is still loading")
+            if name in self.unloaded:
+                raise NotFoundError(
+                    f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load"
+                )
             raise NotFoundError(f"no model named {name!r}")
         if version is None:
             return entry.default  # type: ignore[return-value]
@@ -160,10 +165,67 @@ class Registry:
 
     async def remove_model(self, name: str) -> list[int]:
         """Remove every version of ``name``."""
+        entry = self._entries.get(name)
+        if name in self.unloaded and (entry is None or not entry.versions):
+            removed = await asyncio.to_thread(self.store.versions, name)
+            for version in removed:  # unloaded: nothing serving to drain
+                await asyncio.to_thread(self.store.delete, name, version)
+            self.unloaded.discard(name)
+            return removed
         removed = [mv.version for mv in self.versions(name)]
         for version in removed:
             await self.remove_version(name, version)
         return removed
+
+    # model repository (Triton's load / unload) ---------------------------------------------
+    def index(self) -> list[tuple[str, int, str, str]]:
+        """Every stored version: (name, version, READY or UNAVAILABLE, reason)."""
+        out = []
+        for name in self.store.names():
+            entry = self._entries.get(name)
+            for version in self.store.versions(name):
+                if entry is not None and version in entry.versions:
+                    out.append((name, version, "READY", ""))
+                elif name in self.unloaded:
+                    out.append((name, version, "UNAVAILABLE", "unloaded"))
+                else:
+                    reason = self.load_failures.get(f"{name}/{version}", "not loaded")
+                    out.append((name, version, "UNAVAILABLE", reason))
+        return out
+
+    async def unload(self, name: str) -> list[int]:
+        """Stop serving every version of ``name`` (drained first); the store keeps them."""
+        if name not in self._entries and name not in self.store.names():
+            raise NotFoundError(f"no model named {name!r}")
+        entry = self._entry(name)
+        async with entry.lock:
+            self.unloaded.add(name)
+            removed = sorted(entry.versions)
+            versions = [entry.versions.pop(v) for v in removed]
+            await asyncio.gather(*(mv.batcher.stop() for mv in versions))
+            await asyncio.gather(*(mv.flush_learnt() for mv in versions), return_exceptions=True)
+        return removed
+
+    async def load(self, name: str) -> list[int]:
+        """Serve every stored version of ``name`` that is not serving (a failure: 422, the rest kept)."""
+        stored_versions = await asyncio.to_thread(self.store.versions, name)
+        if not stored_versions:
+            raise NotFoundError(f"no model named {name!r} in the store")
+        entry = self._entry(name)
+        loaded = []
+        for version in stored_versions:
+            if version in entry.versions:
+                continue
+            stored = await asyncio.to_thread(self.store.read, name, version)
+            try:
+                await self._activate(stored)
+            except Exception as exc:
+                self.load_failures[f"{name}/{version}"] = redact_paths(str(exc))[:300]
+                raise
+            self.load_failures.pop(f"{name}/{version}", None)
+            loaded.append(version)
+        self.unloaded.discard(name)
+        return loaded
 
     async def close(self) -> None:
         """Drain and stop every batcher (shutdown)."""
