@@ -23,6 +23,7 @@ from app.api.middleware.request_context import RequestContextMiddleware
 from app.compiler.service import Compiler
 from app.config import Settings
 from app.examples import scripted_classifier
+from app.grpc.server import GrpcServer
 from app.intake.gate import ArchiveGate
 from app.security import load_or_create_admin_token
 from app.serving.batching import BatchPolicy
@@ -64,10 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.admin_token, settings.admin_token_file
         )
         loader = asyncio.create_task(_load(app, registry, store, settings))
+        grpc_server = GrpcServer(settings, app.state)  # same process and event loop as uvicorn
+        app.state.grpc_port = await grpc_server.start()
         try:
             yield
         finally:
             loader.cancel()
+            await grpc_server.stop()
             await registry.close()
 
     app = FastAPI(
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.default_policy = policy
     app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
     app.state.ready = False
+    app.state.grpc_port = None
     api_errors.install(app)
     docs.install(app)
     openapi.install(app)

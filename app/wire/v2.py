@@ -196,7 +196,7 @@ def encode_response(
     entries: list[dict[str, Any]] = []
     chunks: list[memoryview] = []
     for name, value in named:
-        datatype, array = _output_array(name, value)
+        datatype, array = output_array(name, value)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary[name]:
             chunk = np.ascontiguousarray(array).data.cast("B")
@@ -214,7 +214,7 @@ def encode_response(
     return b"".join([head, *chunks]), len(head)
 
 
-def _output_array(name: str, value: Any) -> tuple[str, np.ndarray]:
+def output_array(name: str, value: Any) -> tuple[str, np.ndarray]:
     """The v2 datatype and the raw (wire-layout) array of one output."""
     if isinstance(value, bool):
         value = torch.tensor(value)

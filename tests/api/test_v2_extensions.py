@@ -31,7 +31,8 @@ def test_model_config_from_the_upload(client, archives):
 
 
 def test_unbatched_config_keeps_full_dims(client, archives):
-    assert upload(client, "c", archives["classifier"], example_inputs=EXAMPLE, batching="off").status_code == 201
+    r = upload(client, "c", archives["classifier"], example_inputs=EXAMPLE, batching="off")
+    assert r.status_code == 201
     config = client.get("/v2/models/c/config").json()
     assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
     assert config["input"][0]["dims"] == [1, 320]
