@@ -164,3 +164,12 @@ def test_grpc_off_and_port_taken(tmp_path):
         wait_ready(b)
         assert a.app.state.grpc_port == port and b.app.state.grpc_port is None
         assert b.get("/health").status_code == 200  # HTTP serves on
+
+
+def test_deadlines_map_to_deadline_exceeded(served):
+    _, g = served
+    x = fp32("x", np.ones((1, 320), "f4"))
+    with pytest.raises(InferenceServerException) as info:
+        g.infer("c", [x], timeout=1)  # Triton's server-side timeout parameter: 1 microsecond
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert "deadline" in info.value.message()
