@@ -149,7 +149,9 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
         await asyncio.to_thread(module.save, str(staging / ARCHIVE_FILE))
         await registry.add(
             "classifier", staging, 1, None, registry.loader.default_policy,
-            extra_meta={"source": "example", "original_filename": "classifier (tutorial)"},
+            extra_meta={"source": "example", "original_filename": "classifier (tutorial)",
+                        # metadata (and the batch-safety decision) known from the start
+                        "example_inputs": [{"shape": [1, 320], "dtype": "float32"}]},
         )
         log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")
     except BaseException:
