@@ -213,18 +213,21 @@ class Registry:
             raise NotFoundError(f"no model named {name!r} in the store")
         entry = self._entry(name)
         loaded = []
-        for version in stored_versions:
-            if version in entry.versions:
-                continue
-            stored = await asyncio.to_thread(self.store.read, name, version)
-            try:
-                await self._activate(stored)
-            except Exception as exc:
-                self.load_failures[f"{name}/{version}"] = redact_paths(str(exc))[:300]
-                raise
-            self.load_failures.pop(f"{name}/{version}", None)
-            loaded.append(version)
-        self.unloaded.discard(name)
+        async with entry.lock:  # a concurrent load or unload of this name waits
+            for version in stored_versions:
+                if version in entry.versions:
+                    continue
+                stored = await asyncio.to_thread(self.store.read, name, version)
+                try:
+                    model = await self.loader.load_stored(stored)
+                    learnt = await asyncio.to_thread(self.store.read_learnt, stored)
+                    self._show(await self.loader.serve(stored, model, learnt))
+                except Exception as exc:
+                    self.load_failures[f"{name}/{version}"] = redact_paths(str(exc))[:300]
+                    raise
+                self.load_failures.pop(f"{name}/{version}", None)
+                loaded.append(version)
+            self.unloaded.discard(name)
         return loaded
 
     async def close(self) -> None:
