@@ -72,13 +72,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SCRIPTSERVE_HOST=0.0.0.0 \
     SCRIPTSERVE_PORT=8000 \
+    SCRIPTSERVE_GRPC_PORT=8001 \
     SCRIPTSERVE_MODEL_STORE=/models \
     SCRIPTSERVE_INSTALL_EXAMPLE=false
 
 USER 10001:10001
 WORKDIR /home/scriptserve
 VOLUME ["/models"]
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/usr/local/bin/scriptserve-healthcheck"]
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     """Address to listen on; 0.0.0.0 in containers."""
     port: int = Field(8000, ge=1, le=65535)
     """TCP port to listen on."""
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """TCP port of the gRPC endpoint (Open Inference Protocol, ``inference.GRPCInferenceService``,
+    as Triton's 8001); 0 switches gRPC off. A port that is taken is logged and gRPC stays off."""
     model_store: Path = Path("./model_store")
     """The model store: a directory (local, or a volume shared by several servers) holding
     archives and version records; the source of truth every server converges on."""

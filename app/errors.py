@@ -76,6 +76,13 @@ class InputError(ScriptServeError):
     code = "invalid_input"
 
 
+class DtypeMismatchError(InputError):
+    """An input's dtype is not the model's and the cast policy does not convert it
+    (``app.wire.casting``); the message names the input, the dtype sent and the one expected."""
+
+    code = "dtype_mismatch"
+
+
 class ModelExecutionError(InputError):
     """The model raised while running this request's input."""
 

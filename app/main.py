@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import code, docs, health, models, openapi, operations, predict, v2
+from app.api import code, docs, health, models, openapi, operations, predict, v2, v2_extensions
 from app.api import errors as api_errors
 from app.api import telemetry as telemetry_api
 from app.api.middleware.admission import AdmissionMiddleware
@@ -25,6 +25,7 @@ from app.compiler.service import Compiler
 from app.config import Settings
 from app.errors import ConflictError
 from app.examples import scripted_classifier
+from app.grpc.server import GrpcServer
 from app.intake.gate import ArchiveGate
 from app.intake.operations import Operations
 from app.security import load_or_create_admin_token
@@ -74,12 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.admin_token, settings.admin_token_file
         )
         loader = asyncio.create_task(_load(app, registry, store, settings, sync))
+        grpc_server = GrpcServer(settings, app.state)  # same process and event loop as uvicorn
+        app.state.grpc_port = await grpc_server.start()
         try:
             yield
         finally:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
+            await grpc_server.stop()
             await ops.close()
             await registry.close()
 
@@ -100,11 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.default_policy = policy
     app.state.compiler = Compiler(settings, metrics.record_compilation if metrics else None)
     app.state.ready = False
+    app.state.grpc_port = None
     api_errors.install(app)
     docs.install(app)
     openapi.install(app)
     routers = (health.router, models.router, operations.router, predict.router, code.router,
-               v2.router, telemetry_api.router)
+               v2_extensions.router, v2.router, telemetry_api.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(
@@ -165,7 +170,9 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
         await asyncio.to_thread(module.save, str(staging / ARCHIVE_FILE))
         await registry.add(
             "classifier", staging, 1, None, registry.loader.default_policy,
-            extra_meta={"source": "example", "original_filename": "classifier (tutorial)"},
+            extra_meta={"source": "example", "original_filename": "classifier (tutorial)",
+                        # metadata (and the batch-safety decision) known from the start
+                        "example_inputs": [{"shape": [1, 320], "dtype": "float32"}]},
         )
         log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")
     except ConflictError:  # another server sharing the store installed it first

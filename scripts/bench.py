@@ -3,11 +3,13 @@
 
 Starts `scriptserve serve` (from ./.venv) on 127.0.0.1 with a temporary store, uploads each
 reference model, measures the in-process forward rate at batch 1 and at the max batch, then
-drives the server with wrk (Debian package `wrk`) at each concurrency, bounded in time.
+drives the server at each concurrency, bounded in time: HTTP (native predict, JSON) with wrk
+(Debian package `wrk`), gRPC (ModelInfer, raw FP32) with scripts/grpc_load.py.
 Every figure comes from the same run, so it reads as a fraction of what the model can do on
 this machine right now.
 
     .venv/bin/python scripts/bench.py --models seed_mlp,deep_mlp --concurrency 1,32 --duration 10
+    .venv/bin/python scripts/bench.py --protocols grpc     # gRPC only (no wrk needed)
 
 SCRIPTSERVE_* variables in the environment pass through to the server (e.g. to compare
 SCRIPTSERVE_METRICS_ENABLED=false with the default).
@@ -84,11 +86,23 @@ def wrk(url: str, body_file: Path, conns: int, seconds: int) -> dict:
     return parse_wrk(res.stdout + res.stderr)
 
 
+def grpc_load(address: str, model: str, features: int, conns: int, seconds: int) -> dict:
+    cmd = [sys.executable, str(HERE / "grpc_load.py"), address, model, "--features", str(features),
+           "--conns", str(conns), "--duration", str(seconds)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90)
+    if res.returncode != 0:
+        raise SystemExit(f"grpc_load failed: {res.stderr[-2000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["non_200"] = out.pop("errors")
+    return out
+
+
 def start_server(store: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
     env = dict(os.environ)
     env.update({
         "SCRIPTSERVE_MODEL_STORE": str(store), "SCRIPTSERVE_HOST": "127.0.0.1",
         "SCRIPTSERVE_PORT": str(port), "SCRIPTSERVE_ADMIN_TOKEN": "bench",
+        "SCRIPTSERVE_GRPC_PORT": str(port + 1),
         "SCRIPTSERVE_MAX_BATCH_SIZE": str(args.max_batch),
         "SCRIPTSERVE_MAX_BATCH_DELAY_MS": str(args.max_delay_ms),
         "SCRIPTSERVE_LOG_LEVEL": env.get("SCRIPTSERVE_LOG_LEVEL", "warning"),
@@ -141,9 +155,15 @@ def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
         row = [round(random.uniform(-1, 1), 6) for _ in range(features)]
         body_file = tmp / f"{name}.json"
         body_file.write_text(json.dumps({"inputs": [row]}))
-        wrk(url, body_file, max(args.concurrency), 3)  # warm-up
-        for conns in args.concurrency:
-            result["runs"][conns] = wrk(url, body_file, conns, args.duration)
+        address = f"127.0.0.1:{port + 1}"
+        if "http" in args.protocols:
+            wrk(url, body_file, max(args.concurrency), 3)  # warm-up
+            for conns in args.concurrency:
+                result["runs"][("http", conns)] = wrk(url, body_file, conns, args.duration)
+        if "grpc" in args.protocols:
+            grpc_load(address, name, features, max(args.concurrency), 2)  # warm-up
+            for conns in args.concurrency:
+                result["runs"][("grpc", conns)] = grpc_load(address, name, features, conns, args.duration)
         result["limit_after@1"] = in_process_rate(module, features, 1, args.device)
     finally:
         stop(proc)
@@ -151,17 +171,19 @@ def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def report(results: list[dict], max_batch: int) -> None:
-    head = f"{'model':<14}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
+    head = f"{'model':<14}{'proto':>6}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
            f"{'vs limit@1':>12}{f'vs limit@{max_batch}':>13}{'non-200':>9}"
     print(head)
     print("-" * len(head))
     for res in results:
-        for conns, run in res["runs"].items():
+        for (proto, conns), run in res["runs"].items():
             def fmt(v):
                 return f"{v:9.2f}" if v is not None else f"{'-':>9}"
-            print(f"{res['model']:<14}{conns:>5}{run['rps']:>10.0f}{fmt(run['p50_ms'])}{fmt(run['p90_ms'])}"
+            busy = run.get("client_cpu_busy")
+            note = "  (client-bound)" if busy is not None and busy > 0.9 else ""
+            print(f"{res['model']:<14}{proto:>6}{conns:>5}{run['rps']:>10.0f}{fmt(run['p50_ms'])}{fmt(run['p90_ms'])}"
                   f"{fmt(run['p99_ms'])}{run['rps'] / res['limit@1']:>12.2f}"
-                  f"{run['rps'] / res[f'limit@{max_batch}']:>13.2f}{run['non_200'] or 0:>9}")
+                  f"{run['rps'] / res[f'limit@{max_batch}']:>13.2f}{run['non_200'] or 0:>9}{note}")
         print(f"{'':<14}in-process: batch 1 {res['limit@1']:.0f} samples/s "
               f"({1e3 / res['limit@1']:.3f} ms/forward; {res['limit_after@1']:.0f} after), "
               f"batch {max_batch} {res[f'limit@{max_batch}']:.0f} samples/s")
@@ -177,12 +199,16 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=18600)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (server and in-process limit)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--protocols", default="http,grpc", help="http (wrk), grpc (scripts/grpc_load.py)")
     args = ap.parse_args()
+    args.protocols = args.protocols.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory(prefix="scriptserve-bench-") as tmp:
         results = [bench_model(m, args, Path(tmp)) for m in args.models.split(",")]
     report(results, args.max_batch)
     if args.json:
+        for res in results:
+            res["runs"] = {f"{proto}@{conns}": run for (proto, conns), run in res["runs"].items()}
         args.json.write_text(json.dumps(results, indent=2))
     return 0
 

@@ -24,6 +24,7 @@ def settings(tmp_path: Path) -> Settings:
         install_example=False,
         gc_freeze=False,
         trial_load=False,  # a process start per upload; real servers (LiveServer) keep it on
+        grpc_port=0,  # off: in-process tests share the machine; gRPC tests pick a free port
     )
 
 

@@ -40,7 +40,7 @@ from app.wire.v2 import (
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 _INFER_ANSWER: dict[int | str, dict[str, Any]] = {200: {
     "description": "outputs (JSON, or a JSON header then raw tensors when binary data was asked for)",
     "model": InferResponseV2,

@@ -10,6 +10,7 @@ from app.compiler import service as compiler_service
 from app.compiler.service import Compiler
 from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
+from app.intake import signature
 from app.intake.archive import require_torchscript
 from app.intake.multipart import UploadForm
 from app.intake.operations import stage
@@ -28,6 +29,7 @@ FORM_FIELDS = {
     "threads": "inference threads for this model (alias: workers)",
     "workers": "old name of threads",
     **compiler_service.FORM_FIELDS,
+    **signature.FIELDS,
 }
 
 
@@ -97,6 +99,7 @@ async def ingest(
 ) -> ModelVersion:
     """Check the uploaded archive (or compile the eager model), load, commit and serve it."""
     options = parse_options(form, defaults)
+    declared = signature.parse_declared(form.fields)
     if Compiler.wants(form):
         if "file" in form.files:
             raise BadRequestError(
@@ -105,7 +108,7 @@ async def ingest(
             )
         if compiler is None:
             raise BadRequestError("this server does not compile eager models; upload a TorchScript archive")
-        return await _ingest_eager(form, staging, registry, options, compiler)
+        return await _ingest_eager(form, staging, registry, options, compiler, declared)
     eager_only = sorted(set(form.fields) & set(compiler_service.FORM_FIELDS) - {"example_inputs"})
     if eager_only:
         raise BadRequestError(
@@ -128,14 +131,17 @@ async def ingest(
     os.replace(upload.path, staging / ARCHIVE_FILE)
     meta: dict[str, Any] = {"source": "archive", "original_filename": upload.filename[:200]}
     if examples:
-        meta["example_inputs"] = examples  # warm-up and batch-safety probe at load
+        meta["example_inputs"] = examples  # warm-up, batch-safety probe and signature at load
+    if declared:
+        meta["io_spec"] = declared
     return await registry.add(
         options.name, staging, options.version, options.device, options.policy, extra_meta=meta
     )
 
 
 async def _ingest_eager(
-    form: UploadForm, staging: Any, registry: Registry, options: UploadOptions, compiler: Compiler
+    form: UploadForm, staging: Any, registry: Registry, options: UploadOptions, compiler: Compiler,
+    declared: dict[str, Any] | None,
 ) -> ModelVersion:
     """Compile weights / source to ``staging/model.torchscript`` in an isolated process, then add it."""
     plan = compiler.plan(form)
@@ -160,5 +166,6 @@ async def _ingest_eager(
             "compile": report,
             "warnings": warnings,
             "example_inputs": plan.spec.examples,
+            **({"io_spec": declared} if declared else {}),
         },
     )

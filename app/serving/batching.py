@@ -30,6 +30,7 @@ from app.errors import (
 )
 from app.serving.batch_safety import BatchSafety, check_batch_safety
 from app.serving.runtime import LoadedModel, batch_key, batch_rows, collate, split
+from app.wire.casting import from_model_error
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,9 @@ class Batcher:
                 if any(not t.is_floating_point() for t in jobs[0].inputs if isinstance(t, torch.Tensor)):
                     message += (" (the inputs were integer tensors: JSON numbers without a decimal "
                                 'point decode as int64; send 1.0 rather than 1, or give "dtype")')
-            _resolve(jobs[0], ModelExecutionError(message))
+            mismatch = from_model_error(message, self.model.signature.names, jobs[0].inputs,
+                                        self.model.floating_dtype)
+            _resolve(jobs[0], mismatch or ModelExecutionError(message))
             return
         end = time.monotonic()
         self.executions += 1

@@ -15,11 +15,13 @@ from typing import Any
 
 from app.intake.gate import ArchiveGate
 from app.intake.operations import stage
+from app.intake.signature import check_declared
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
-from app.serving.model_version import ModelVersion
+from app.serving.model_version import ModelVersion, declared_dtypes
 from app.serving.runtime import LoadedModel, resolve_device
 from app.serving.warmup import example_inputs, warm_up
 from app.store import StoredVersion
+from app.wire.shapes import describe
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,9 @@ class Loader:
         device_request: str,
         meta: dict[str, Any],
         prepare: Callable[[LoadedModel], None] | None = None,
-    ) -> LoadedModel:
-        """Admit and load an uploaded archive, then warm it up on its example inputs."""
+    ) -> tuple[LoadedModel, dict[str, Any] | None]:
+        """Admit and load an uploaded archive, warm it up on its example inputs; return it and
+        its signature (declared in ``meta["io_spec"]``, else what the examples showed)."""
         resolved = resolve_device(device_request, self.default_device)
         if self.gate is not None:
             stage("screening")
@@ -62,13 +65,18 @@ class Loader:
         if self.gate is not None:
             stage("checking")
             await asyncio.to_thread(self.gate.check_loaded, model.module)
+        io_spec = meta.get("io_spec")
+        if io_spec is not None:
+            check_declared(io_spec, model.signature)
         template = example_inputs(meta)
         if template is not None:
             stage("warming up")
-            await asyncio.to_thread(warm_up, model, template)
+            output = await asyncio.to_thread(warm_up, model, template)
+            if io_spec is None:
+                io_spec = {**describe(model.signature.names, template, output), "source": "example_inputs"}
         if prepare is not None:
             await asyncio.to_thread(prepare, model)
-        return model
+        return model, io_spec
 
     async def load_stored(self, stored: StoredVersion) -> LoadedModel:
         """Load a committed version (start-up): screened again, the rules may have tightened."""
@@ -92,8 +100,11 @@ class Loader:
             self.load_observer(time.monotonic() - start, None)
         return model
 
-    async def serve(self, stored: StoredVersion, model: LoadedModel) -> ModelVersion:
-        """Start the version's batcher (batch safety decided first when examples exist)."""
+    async def serve(
+        self, stored: StoredVersion, model: LoadedModel, learnt: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Start the version's batcher (batch safety decided first when examples exist); its
+        signature starts from the stored one and what earlier requests showed (``learnt``)."""
         saved = stored.meta.get("batching", {})
         base = self.default_policy
         policy = BatchPolicy(
@@ -113,4 +124,7 @@ class Loader:
             await asyncio.to_thread(batcher.decide_batching, template)
         batcher.start()
         log.info("serving %s version %d on %s", stored.name, stored.version, model.device)
-        return ModelVersion(stored, model, batcher)
+        mv = ModelVersion(stored, model, batcher, expected=declared_dtypes(stored.meta))
+        mv.learnt.seed(stored.meta.get("io_spec"))
+        mv.learnt.seed(learnt)
+        return mv

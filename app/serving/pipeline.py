@@ -2,8 +2,9 @@
 
 Resolve the version (404 before the body is read), read the body, resolve again after the
 last await before submitting (a version removed while the body arrived is never used, so
-requests for the default version always reach one that is serving), decode, submit to the
-version's batcher, and remember the shapes it showed (v2 model metadata).
+requests for the default version always reach one that is serving), decode, cast to the
+model's declared dtypes (``app.wire.casting``), submit to the version's batcher, and
+remember the shapes it showed (v2 model metadata, saved with the version).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from app.serving.model_version import ModelVersion
 from app.serving.registry import Registry
+from app.wire.casting import adapt
 
 
 async def resolve_and_read(
@@ -27,8 +29,11 @@ async def resolve_and_read(
 
 
 async def submit(mv: ModelVersion, inputs: Sequence[torch.Tensor], timeout_s: float) -> Any:
-    """Run decoded inputs through the version's batcher; learn their shapes on success."""
-    tensors = list(inputs)
+    """Cast inputs to the model's dtypes (or refuse them), run them through the version's
+    batcher, and learn their shapes on success."""
+    names = mv.model.signature.names
+    tensors = adapt(names, inputs, mv.expected)
     output = await mv.batcher.submit(tensors, timeout_s)
-    mv.learnt.record(mv.model.signature.names, tensors, output)
+    if mv.learnt.record(names, tensors, output):
+        mv.learnt_changed()
     return output

@@ -10,7 +10,6 @@ from app.errors import UnsupportedMediaTypeError
 from app.serving import pipeline
 from app.serving.registry import ModelVersion
 from app.wire import npy
-from app.wire.dtypes import BY_NAME
 from app.wire.native import decode_inputs, dump_json, parse_json, to_wire
 
 # curl -d sends form-urlencoded by default; the body is still JSON, so take it.
@@ -42,26 +41,16 @@ def decode(content_type: str, body: bytes, mv: ModelVersion, max_bytes: int) -> 
 def _as_expected(mv: ModelVersion, name: str, tensor: torch.Tensor) -> torch.Tensor:
     """JSON integers for an input the model is known to take as floats become those floats.
 
-    JSON has one number type: ``[[1, 2]]`` decodes as int64. Where the version's example
-    inputs or earlier successful requests show a floating dtype for this input, use it.
+    JSON has one number type: ``[[1, 2]]`` decodes as int64. Where the version's signature
+    (declared, example inputs, earlier successful requests) shows a floating dtype, use it.
     """
     if tensor.dtype != torch.int64:
         return tensor
     seen = mv.learnt.inputs.get(name)
-    expected = seen.dtype if seen is not None else _example_dtype(mv, name)
+    expected = mv.expected.get(name) or (seen.dtype if seen is not None else None)
     if expected is not None and expected.is_floating_point:
         return tensor.to(expected)
     return tensor
-
-
-def _example_dtype(mv: ModelVersion, name: str) -> torch.dtype | None:
-    examples = mv.stored.meta.get("example_inputs") or []
-    names = mv.model.signature.names
-    index = names.index(name)
-    if index < len(examples):
-        known = BY_NAME.get(examples[index].get("dtype") or "float32")
-        return known.torch if known else None
-    return None
 
 
 async def predict(

@@ -55,6 +55,7 @@ class Registry:
         self._failed_at: dict[str, float] = {}
         self.on_miss: Callable[[str, int | None], Awaitable[bool]] | None = None
         """Asked before a 404: may the store know this model or version? (convergence)"""
+        self.unloaded: set[str] = set()  # stored, but taken out of serving here (repository unload)
 
     # reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -66,6 +67,10 @@ class Registry:
         if entry is None or not entry.versions:
             if self.loading and name in self.store.names():
                 raise NotReadyError(f"model {name!r} is still loading")
+            if name in self.unloaded:
+                raise NotFoundError(
+                    f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load"
+                )
             raise NotFoundError(f"no model named {name!r}")
         if version is None:
             return entry.default  # type: ignore[return-value]
@@ -122,6 +127,8 @@ class Registry:
 
     async def _load_new(self, state: StoreState) -> None:
         for name, versions in state.versions.items():
+            if name in self.unloaded:  # taken out of serving here until loaded again
+                continue
             entry = self._entry(name)
             for version, record in sorted(versions.items()):
                 if version not in entry.versions and self._may_try(f"{name}/{version}"):
@@ -143,7 +150,8 @@ class Registry:
             try:
                 stored = await asyncio.to_thread(self.store.read, name, version, record)
                 model = await self.loader.load_stored(stored)
-                self._show(await self.loader.serve(stored, model))
+                learnt = await asyncio.to_thread(self.store.read_learnt, stored)
+                self._show(await self.loader.serve(stored, model, learnt))
             except Exception as exc:
                 self.load_failures[key] = redact_paths(str(exc))[:300]
                 self._failed_at[key] = time.monotonic()
@@ -207,7 +215,7 @@ class Registry:
                 raise ConflictError(f"model {name!r} version {version} already exists")
             device_request = device or self.loader.default_device
             archive = staging / ARCHIVE_FILE
-            model = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
+            model, io_spec = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
             meta = {  # the store adds name, version (the next free one when None) and sha256
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "archive_bytes": archive.stat().st_size,
@@ -221,6 +229,7 @@ class Registry:
                     "mode": policy.mode,
                 },
                 **(extra_meta or {}),
+                **({"io_spec": io_spec} if io_spec else {}),
             }
             stage("committing")  # in the event loop: a cancel can no longer slip in after this
             stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
@@ -229,6 +238,7 @@ class Registry:
             return served
 
     def _show(self, mv: ModelVersion) -> ModelVersion:
+        mv.learnt_sink = self.store.save_learnt
         self._entry(mv.name).versions[mv.version] = mv
         return mv
 
@@ -266,15 +276,77 @@ class Registry:
 
     async def remove_model(self, name: str) -> list[int]:
         """Remove every version of ``name``."""
+        entry = self._entries.get(name)
+        if name in self.unloaded and (entry is None or not entry.versions):
+            removed = await asyncio.to_thread(self.store.versions, name)
+            for version in removed:  # unloaded: nothing serving to drain
+                await asyncio.to_thread(self.store.delete, name, version)
+            self.unloaded.discard(name)
+            return removed
         await self.resolve(name)
         removed = [mv.version for mv in self.versions(name)]
         for version in removed:
             await self.remove_version(name, version, unpin=True)
         return removed
 
+    # model repository (Triton's load / unload) ---------------------------------------------
+    def index(self) -> list[tuple[str, int, str, str]]:
+        """Every stored version: (name, version, READY or UNAVAILABLE, reason)."""
+        out = []
+        state = self.store.state()
+        for name in sorted(state.versions):
+            entry = self._entries.get(name)
+            for version in sorted(state.versions[name]):
+                if entry is not None and version in entry.versions:
+                    out.append((name, version, "READY", ""))
+                elif name in self.unloaded:
+                    out.append((name, version, "UNAVAILABLE", "unloaded"))
+                else:
+                    reason = self.load_failures.get(f"{name}/{version}", "not loaded")
+                    out.append((name, version, "UNAVAILABLE", reason))
+        return out
+
+    async def unload(self, name: str) -> list[int]:
+        """Stop serving every version of ``name`` (drained first); the store keeps them."""
+        if name not in self._entries and name not in self.store.names():
+            raise NotFoundError(f"no model named {name!r}")
+        entry = self._entry(name)
+        async with entry.lock:
+            self.unloaded.add(name)
+            removed = sorted(entry.versions)
+            versions = [entry.versions.pop(v) for v in removed]
+            await asyncio.gather(*(mv.batcher.stop() for mv in versions))
+            await asyncio.gather(*(mv.flush_learnt() for mv in versions), return_exceptions=True)
+        return removed
+
+    async def load(self, name: str) -> list[int]:
+        """Serve every stored version of ``name`` that is not serving (a failure: 422, the rest kept)."""
+        stored_versions = await asyncio.to_thread(self.store.versions, name)
+        if not stored_versions:
+            raise NotFoundError(f"no model named {name!r} in the store")
+        entry = self._entry(name)
+        loaded = []
+        async with entry.lock:  # a concurrent load or unload of this name waits
+            for version in stored_versions:
+                if version in entry.versions:
+                    continue
+                stored = await asyncio.to_thread(self.store.read, name, version)
+                try:
+                    model = await self.loader.load_stored(stored)
+                    learnt = await asyncio.to_thread(self.store.read_learnt, stored)
+                    self._show(await self.loader.serve(stored, model, learnt))
+                except Exception as exc:
+                    self.load_failures[f"{name}/{version}"] = redact_paths(str(exc))[:300]
+                    raise
+                self.load_failures.pop(f"{name}/{version}", None)
+                loaded.append(version)
+            self.unloaded.discard(name)
+        return loaded
+
     async def close(self) -> None:
         """Drain and stop every batcher (shutdown)."""
         await asyncio.gather(*(mv.batcher.stop() for mv in self.all_versions()))
+        await asyncio.gather(*(mv.flush_learnt() for mv in self.all_versions()), return_exceptions=True)
 
 
 def _sha256(path: Path) -> str:

@@ -95,6 +95,12 @@ def signature_of(module: torch.jit.ScriptModule) -> Signature:
     return Signature(args, returns)
 
 
+def floating_dtype(module: torch.jit.ScriptModule) -> torch.dtype | None:
+    """The one floating dtype of the module's parameters and buffers, or None (none, or mixed)."""
+    found = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
+    return found.pop() if len(found) == 1 else None
+
+
 class LoadedModel:
     """A ScriptModule in eval mode on one device."""
 
@@ -103,6 +109,7 @@ class LoadedModel:
         self.device = torch.device(device)
         self.signature = signature_of(module)
         self.on_cuda = self.device.type == "cuda"
+        self.floating_dtype = floating_dtype(module)
 
     @classmethod
     def load(cls, path: Path, device: str) -> LoadedModel:

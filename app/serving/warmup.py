@@ -23,9 +23,10 @@ def example_inputs(meta: dict[str, Any]) -> list[torch.Tensor] | None:
         raise ModelLoadError(f"example_inputs cannot be built: {exc}") from None
 
 
-def warm_up(model: LoadedModel, inputs: list[torch.Tensor]) -> None:
-    """Run the model once on its examples; an error here is the upload's fault (422)."""
+def warm_up(model: LoadedModel, inputs: list[torch.Tensor]) -> Any:
+    """Run the model once on its examples and return the output; an error here is the
+    upload's fault (422)."""
     try:
-        model.forward(inputs)
+        return model.forward(inputs)
     except Exception as exc:
         raise ModelLoadError(f"the model fails on its example_inputs: {exception_line(exc, 500)}") from None

@@ -250,6 +250,21 @@ class ModelStore:
                 if (m := _KEY.match(key)) and m[2] == "versions"]
         return max(used, default=0) + 1
 
+    def save_learnt(self, stored: StoredVersion, doc: dict[str, Any]) -> None:
+        """Keep what a version's requests showed (v2 metadata): ``models/<name>/learnt/<v>.json``,
+        rewritten as it widens; a hint, not part of what is served, so it may be overwritten."""
+        key = f"models/{stored.name}/learnt/{stored.version}.json"
+        self.backend.put(key, json.dumps(doc, sort_keys=True).encode())
+
+    def read_learnt(self, stored: StoredVersion) -> dict[str, Any] | None:
+        """A version's learnt signature, or None if missing or unreadable."""
+        try:
+            raw = self.backend.get(f"models/{stored.name}/learnt/{stored.version}.json")
+            doc = json.loads(raw) if raw is not None else None
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def delete(self, name: str, version: int) -> None:
         """Tombstone a live version (its blob is collected later)."""
         if self.lookup(name, version) is None:

@@ -210,6 +210,8 @@ class VersionStats:
         self.inference = LatencyHistogram()
         self.batches = BatchSizeHistogram()
         self.in_flight = 0
+        self.last_inference_ms = 0  # wall-clock time of the last batch (Triton's statistics)
+        self.by_batch_size: dict[int, list[float]] = {}  # samples -> [executions, seconds]
         self.memory_bytes: int | None = None  # parameters + buffers, filled on first scrape
         # Batches are recorded by inference threads (maybe several per version), requests by
         # the event loop only; the lock is taken once per batch and by readers of the job side.
@@ -227,6 +229,10 @@ class VersionStats:
             self.inference.observe(inference_s, len(jobs))
             self.batches.observe(size)
             self._batch_ring.push(end, size)
+            self.last_inference_ms = int(time.time() * 1000)  # a timestamp, not a duration
+            per_size = self.by_batch_size.setdefault(size, [0, 0.0])
+            per_size[0] += 1
+            per_size[1] += inference_s
             observe, push = self.queue.observe, self._job_ring.push
             for job in jobs:
                 waited = job.started_at - job.enqueued_at
@@ -242,6 +248,18 @@ class VersionStats:
     @property
     def executions(self) -> int:
         return sum(self.batches.counts)
+
+    def cumulative(self) -> dict[str, Any]:
+        """Counts and summed seconds since start, read consistently (Triton's statistics)."""
+        with self._lock:
+            return {
+                "queue": (self.queue.count, self.queue.sum),
+                "inference": (self.inference.count, self.inference.sum),
+                "samples": self.batches.sum,
+                "executions": self.executions,
+                "by_batch_size": sorted((k, v[0], v[1]) for k, v in self.by_batch_size.items()),
+                "last_inference_ms": self.last_inference_ms,
+            }
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """The recent window and the totals since this version started serving."""

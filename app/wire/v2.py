@@ -23,7 +23,7 @@ from app.errors import BadRequestError, InputError, PayloadTooLargeError, except
 from app.serving.runtime import Signature
 from app.wire.binding import bind
 from app.wire.dtypes import BY_DATATYPE, BY_TORCH, DATATYPES
-from app.wire.shapes import OUTPUT_PREFIX, TensorSpec, name_outputs
+from app.wire.shapes import OUTPUT_PREFIX, UNKNOWN, TensorSpec, name_outputs, spec_json
 
 if TYPE_CHECKING:
     from app.serving.registry import ModelVersion
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_DIM = 2**31 - 1
 PLATFORM = "pytorch_libtorch"  # Triton's name for TorchScript models
-UNKNOWN = "UNKNOWN"  # datatype of a tensor no request has shown yet
 _TUPLE_OF_TENSORS = re.compile(r"Tuple\[Tensor(, Tensor)*\]")
 
 
@@ -197,7 +196,7 @@ def encode_response(
     entries: list[dict[str, Any]] = []
     chunks: list[memoryview] = []
     for name, value in named:
-        datatype, array = _output_array(name, value)
+        datatype, array = output_array(name, value)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary[name]:
             chunk = np.ascontiguousarray(array).data.cast("B")
@@ -215,7 +214,7 @@ def encode_response(
     return b"".join([head, *chunks]), len(head)
 
 
-def _output_array(name: str, value: Any) -> tuple[str, np.ndarray]:
+def output_array(name: str, value: Any) -> tuple[str, np.ndarray]:
     """The v2 datatype and the raw (wire-layout) array of one output."""
     if isinstance(value, bool):
         value = torch.tensor(value)
@@ -292,32 +291,12 @@ def _request_id(raw: Any) -> str | None:
 def model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
     """v2 model metadata: inputs and outputs as far as they are known.
 
-    Known means seen in a successful request (``mv.learnt``) or declared in the stored
-    metadata's ``io_spec`` (``{"inputs": [...], "outputs": [...]}`` of v2 metadata tensors).
-    A tensor not yet known has datatype ``UNKNOWN`` and shape ``[]``. When requests are
-    batched, the first dimension is reported as -1.
+    A declared signature (the upload's ``inputs`` / ``outputs``) is shown as declared.
+    Otherwise what the example inputs and successful requests showed (``mv.learnt``, seeded
+    from the stored signature), the first dimension -1 when requests are batched. A tensor
+    not yet known has datatype ``UNKNOWN`` and shape ``[]``.
     """
-    learnt = mv.learnt
-    batched = mv.batcher.state.enabled is True
-    declared = mv.stored.meta.get("io_spec") or {}
-    declared_inputs = {t.get("name"): t for t in declared.get("inputs", []) if isinstance(t, dict)}
-    inputs = []
-    for arg in mv.model.signature.args:
-        spec = learnt.inputs.get(arg.name)
-        if spec is not None:
-            entry = _spec_entry(spec, batched)
-        else:
-            entry = _declared_entry(declared_inputs.get(arg.name), arg.name)
-        if arg.has_default:
-            entry["parameters"] = {"optional": True}
-        inputs.append(entry)
-    if learnt.outputs:
-        outputs = [_spec_entry(s, batched) for s in learnt.outputs]
-    elif declared.get("outputs"):
-        outputs = [_declared_entry(t, str(t.get("name"))) for t in declared["outputs"]
-                   if isinstance(t, dict)]
-    else:
-        outputs = [_declared_entry(None, n) for n in _output_names(mv.model.signature.returns)]
+    inputs, outputs = tensor_specs(mv)
     return {
         "name": mv.name,
         "versions": [str(v) for v in versions],
@@ -327,12 +306,38 @@ def model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
     }
 
 
+def tensor_specs(mv: ModelVersion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The v2 metadata tensors (``name``, ``datatype``, ``shape``) of inputs and outputs."""
+    learnt = mv.learnt
+    batched = mv.batcher.state.enabled is True
+    spec = mv.stored.meta.get("io_spec") or {}
+    declared = spec if spec.get("source") == "declared" else {}
+    declared_inputs = {t.get("name"): t for t in declared.get("inputs", []) if isinstance(t, dict)}
+    inputs = []
+    for arg in mv.model.signature.args:
+        seen = learnt.inputs.get(arg.name)
+        if arg.name in declared_inputs or seen is None:
+            entry = _declared_entry(declared_inputs.get(arg.name), arg.name)
+        else:
+            entry = _spec_entry(seen, batched)
+        if arg.has_default:
+            entry["parameters"] = {"optional": True}
+        inputs.append(entry)
+    if declared.get("outputs"):
+        outputs = [_declared_entry(t, str(t.get("name"))) for t in declared["outputs"]
+                   if isinstance(t, dict)]
+    elif learnt.outputs:
+        outputs = [_spec_entry(s, batched) for s in learnt.outputs]
+    else:
+        outputs = [_declared_entry(None, n) for n in _output_names(mv.model.signature.returns)]
+    return inputs, outputs
+
+
 def _spec_entry(spec: TensorSpec, batched: bool) -> dict[str, Any]:
-    shape = list(spec.shape)
-    if batched and shape:
-        shape[0] = -1
-    known = BY_TORCH.get(spec.dtype)
-    return {"name": spec.name, "datatype": known.datatype if known else UNKNOWN, "shape": shape}
+    entry = spec_json(spec)
+    if batched and entry["shape"]:
+        entry["shape"][0] = -1
+    return entry
 
 
 def _declared_entry(declared: dict[str, Any] | None, name: str) -> dict[str, Any]:

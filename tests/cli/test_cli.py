@@ -150,6 +150,23 @@ def test_bench_runs_a_bounded_load(cli, archives):
     assert cli("delete", "clf")[0] == 0
 
 
+def test_bench_uses_metadata_from_the_upload_and_measures_the_server(cli, server, archives):
+    r = server.upload("ex", archives["classifier"], example_inputs='[{"shape": [1, 320]}]')
+    assert r.status_code == 201, r.text
+    # no prediction yet: the metadata comes from the upload's example inputs
+    status, out, err = cli("bench", "ex", "-n", "40", "-c", "4", "--procs", "2", "--v2", "--json")
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["succeeded"] == 40 and summary["client_processes"] == 2
+    assert isinstance(summary["client_bound"], bool) and summary["client_cpu_busy"] >= 0
+    assert summary["server"]["requests"] >= 40 and summary["server"]["mean_ms_in_server"] > 0
+    status, out, err = cli("bench", "ex", "-n", "10", "-c", "2", "--procs", "0", "--json")
+    assert status == 0 and json.loads(out)["succeeded"] == 10, err  # the Python client path
+    status, out, _ = cli("bench", "ex", "-n", "10", "-c", "1")
+    assert status == 0 and "in server" in out
+    assert cli("delete", "ex")[0] == 0
+
+
 def test_token_comes_from_flag_then_env_then_store_file(tmp_path, monkeypatch):
     monkeypatch.delenv("SCRIPTSERVE_ADMIN_TOKEN", raising=False)
     (tmp_path / ".admin_token").write_text("from-file\n")

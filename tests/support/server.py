@@ -39,6 +39,7 @@ class LiveServer:
         self.store = store
         self.token = token
         self.port = free_port()
+        self.grpc_port = free_port()
         self.extra_env = env
         self.proc: subprocess.Popen | None = None
         self.log_path = store.parent / f"server-{self.port}.log"
@@ -46,6 +47,10 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def auth(self) -> dict[str, str]:
@@ -57,6 +62,7 @@ class LiveServer:
             "SCRIPTSERVE_MODEL_STORE": str(self.store),
             "SCRIPTSERVE_HOST": "127.0.0.1",
             "SCRIPTSERVE_PORT": str(self.port),
+            "SCRIPTSERVE_GRPC_PORT": str(self.grpc_port),
             "SCRIPTSERVE_ADMIN_TOKEN": self.token,
             "SCRIPTSERVE_DEVICE": "cpu",
             "SCRIPTSERVE_LOG_LEVEL": "info",
