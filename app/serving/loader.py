@@ -16,7 +16,7 @@ from typing import Any
 from app.intake.gate import ArchiveGate
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.model_version import ModelVersion
-from app.serving.runtime import LoadedModel, resolve_device
+from app.serving.runtime import LoadedModel, load_model, resolve_device
 from app.serving.warmup import example_inputs, warm_up
 from app.store import StoredVersion
 
@@ -57,7 +57,7 @@ class Loader:
             await asyncio.to_thread(self.gate.admit, archive)
         model = await self._load(archive, resolved)
         if self.gate is not None:
-            await asyncio.to_thread(self.gate.check_loaded, model.module)
+            await asyncio.to_thread(self.gate.check_loaded, model)
         template = example_inputs(meta)
         if template is not None:
             await asyncio.to_thread(warm_up, model, template)
@@ -72,13 +72,13 @@ class Loader:
             await asyncio.to_thread(self.gate.recheck, stored.archive)
         model = await self._load(stored.archive, resolved)
         if self.gate is not None:
-            await asyncio.to_thread(self.gate.check_loaded, model.module)
+            await asyncio.to_thread(self.gate.check_loaded, model)
         return model
 
     async def _load(self, archive: Path, device: str) -> LoadedModel:
         start = time.monotonic()
         try:
-            model = await asyncio.to_thread(LoadedModel.load, archive, device)
+            model = await asyncio.to_thread(load_model, archive, device)
         except Exception as exc:
             if self.load_observer is not None:
                 self.load_observer(time.monotonic() - start, exc)
@@ -91,8 +91,11 @@ class Loader:
         """Start the version's batcher (batch safety decided first when examples exist)."""
         saved = stored.meta.get("batching", {})
         base = self.default_policy
+        max_batch = saved.get("max_batch_size") or base.max_batch_size
+        if model.batch.max_rows is not None:  # a dynamic batch Dim's upper bound
+            max_batch = min(max_batch, model.batch.max_rows)
         policy = BatchPolicy(
-            max_batch_size=saved.get("max_batch_size") or base.max_batch_size,
+            max_batch_size=max_batch,
             max_batch_delay_ms=saved.get("max_batch_delay_ms", base.max_batch_delay_ms),
             max_queue_size=base.max_queue_size,
             threads=saved.get("threads") or saved.get("workers") or base.threads,
