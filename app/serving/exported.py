@@ -142,14 +142,16 @@ def exported_batch_dim(program: Any) -> BatchDim:
     finite = [h for h in highs if h is not None]
     most = min(finite) if finite else None
     least = max((lo for lo in lows if lo is not None), default=0)
-    note = f"dynamic batch dimension: {max(least, 1)}..{most if most is not None else 'unbounded'} rows"
+    note = f"dynamic batch dimension: {max(least, 1)}..{most if most is not None else 'any'} rows"
     return BatchDim(max_rows=most, note=note)
 
 
 def _finite(value: Any) -> int | None:
+    if not getattr(value, "is_finite", True):  # sympy's int_oo / oo
+        return None
     try:
         number = int(value)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, AttributeError):
         return None
     return number if abs(number) < 2**62 else None
 
@@ -260,7 +262,7 @@ def aoti_batch_dim(sources: dict[str, str]) -> BatchDim:
             "from a program exported with a dynamic batch dimension to batch requests"))
     limits = [int(m) for _, m in _MAX_CHECK.findall(wrapper)]
     most = min(limits) if limits else None
-    return BatchDim(max_rows=most, note=f"dynamic batch dimension: up to {most or 'unbounded'} rows")
+    return BatchDim(max_rows=most, note=f"dynamic batch dimension: {f'up to {most}' if most else 'any number of'} rows")
 
 
 class AOTIModel(LoadedModel):
