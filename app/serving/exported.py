@@ -262,7 +262,8 @@ def aoti_batch_dim(sources: dict[str, str]) -> BatchDim:
             "from a program exported with a dynamic batch dimension to batch requests"))
     limits = [int(m) for _, m in _MAX_CHECK.findall(wrapper)]
     most = min(limits) if limits else None
-    return BatchDim(max_rows=most, note=f"dynamic batch dimension: {f'up to {most}' if most else 'any number of'} rows")
+    rows = f"up to {most}" if most else "any number of"
+    return BatchDim(max_rows=most, note=f"dynamic batch dimension: {rows} rows")
 
 
 class AOTIModel(LoadedModel):
