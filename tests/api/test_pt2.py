@@ -94,3 +94,20 @@ def test_a_pickle_calling_a_global_is_refused_before_it_runs(client, settings, e
     assert r.status_code == 422 and "system" in r.json()["error"]["message"]
     assert not marker.exists()
     assert client.get("/models").json()["models"] == []
+
+
+def test_an_exported_program_is_served_again_after_a_restart(settings, exported):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.support.api import wait_ready
+
+    x = torch.rand(2, pt2.ROWS)
+    with TestClient(create_app(settings)) as first:
+        wait_ready(first)
+        assert upload(first, "ep", exported).status_code == 201
+        before = first.post("/models/ep/predict", json={"inputs": x.tolist()}).json()["outputs"]
+    with TestClient(create_app(settings)) as second:
+        wait_ready(second)
+        assert second.get("/models/ep").json()["versions"][0]["format"] == "exported_program"
+        assert second.post("/models/ep/predict", json={"inputs": x.tolist()}).json()["outputs"] == before

@@ -57,3 +57,16 @@ def test_format_and_method_must_agree(client, tmp_path):  # noqa: F811
     r = upload_eager(client, "clf", {"source": source}, entrypoint="Classification", method="trace",
                      format="aoti", example_inputs=X320)
     assert r.status_code == 400 and "method=export" in r.json()["error"]["message"]
+
+
+def test_offline_compile_with_method_export_writes_a_pt2(tmp_path, capsys):
+    from app.cli import main
+    from tests.support.compile_sources import classification_weights
+
+    weights, eager = classification_weights(tmp_path)
+    out = tmp_path / "clf.pt2"
+    assert main(["compile", "Classification", "--weights", str(weights), "--method", "export",
+                 "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "with torch.export" in capsys.readouterr().err
+    x = torch.randn(3, 320)
+    assert (torch.export.load(str(out)).module()(x) - eager(x)).abs().max().item() <= 1e-5
