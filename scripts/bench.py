@@ -208,9 +208,15 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (server and in-process limit)")
     ap.add_argument("--formats", default="torchscript",
                     help=f"comma-separated, of {','.join(FORMATS)}")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="intra-op threads in process and in the server (SCRIPTSERVE_TORCH_THREADS); 0: "
+                         "torch's default. AOTInductor's OpenMP kernels suffer most on a busy machine")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["SCRIPTSERVE_TORCH_THREADS"] = str(args.threads)  # passed on to the server
     with tempfile.TemporaryDirectory(prefix="scriptserve-bench-") as tmp:
         results = [bench_model(m, f, args, Path(tmp)) for m in args.models.split(",")
                    for f in args.formats.split(",")]
