@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     """Load every new archive first in a separate, resource-limited process, so one that
     crashes, hangs or exhausts memory in libtorch fails alone (422). Turn off only for
     trusted archives (the in-process test client does, to save a process start per upload)."""
+    allow_aoti_uploads: bool = True
+    """Accept AOTInductor packages (uploaded ``.pt2`` or ``format=aoti``). They hold a native
+    shared library that runs as machine code in the trial and serving processes; the screen
+    checks its imports, not what it does (docs/security.md). Switch off where admins are not
+    trusted to run native code on this machine."""
     trial_memory_bytes: int = Field(8 * 1024**3, ge=256 * 1024**2)
     """Address-space limit of the trial-load process, plus twice the archive's uncompressed
     size."""

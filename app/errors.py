@@ -115,6 +115,7 @@ class CompileError(ScriptServeError):
         "trace_diverged", "script_diverged", "script_failed", "trace_failed", "round_trip_failed",
         "pickled_module", "bad_weights", "weights_mismatch", "bad_architecture", "bad_entrypoint",
         "bad_examples", "source_error", "timeout", "cpu_limit", "memory_limit", "crashed",
+        "export_data_dependent", "export_failed", "export_diverged", "aoti_failed",
     })
 
     def __init__(self, message: str, reason: str = "failed") -> None:

@@ -11,6 +11,10 @@ this machine right now.
     .venv/bin/python scripts/bench.py --models seed_mlp,deep_mlp --concurrency 1,32 --duration 10
     .venv/bin/python scripts/bench.py --protocols grpc     # gRPC only (no wrk needed)
 
+--formats torchscript,exported_program,aoti serves each model in each format (a torch.export
+archive with a dynamic batch Dim; an AOTInductor package compiled here first, a minute or more
+per model), each with its own in-process rate, so the formats compare within one run.
+
 SCRIPTSERVE_* variables in the environment pass through to the server (e.g. to compare
 SCRIPTSERVE_METRICS_ENABLED=false with the default).
 """
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -35,16 +40,42 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_models import build  # noqa: E402
+from bench_models import MODELS, build  # noqa: E402
+
+FORMATS = ("torchscript", "exported_program", "aoti")
 
 
-def in_process_rate(module: torch.jit.ScriptModule, features: int, batch: int, device: str) -> float:
+def build_format(name: str, fmt: str, folder: Path, max_batch: int) -> tuple[Path, Any, int]:
+    """The model saved in ``fmt`` (seed 0), the in-process callable of that file, and its features."""
+    module, features = build(name)
+    if fmt == "torchscript":
+        path = folder / f"{name}.torchscript"
+        module.save(str(path))  # saved from the CPU copy; the server places it on --device
+        return path, module, features
+    cls, _ = MODELS[name]
+    torch.manual_seed(0)
+    eager = cls().eval()
+    example = (torch.rand(2, features),)
+    dynamic = ({0: torch.export.Dim("batch", max=max(max_batch, 2) * 64)},)
+    program = torch.export.export(eager, example, dynamic_shapes=dynamic)
+    path = folder / f"{name}-{fmt}.pt2"
+    if fmt == "exported_program":
+        torch.export.save(program, str(path))
+        return path, torch.export.load(str(path)).module(), features
+    t0 = time.perf_counter()
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    print(f"{name}: AOTInductor compile took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return path, torch._inductor.aoti_load_package(str(path)), features
+
+
+def in_process_rate(module: Any, features: int, batch: int, device: str) -> float:
     """Best-of-three samples/s of module(x) for a batch of ``batch`` host rows.
 
     On CUDA each call includes the host-to-device copy and the copy back, as a server pays.
     """
     x = torch.rand(batch, features)
-    module = module.to(device)
+    if isinstance(module, torch.jit.ScriptModule):
+        module = module.to(device)
 
     def call() -> None:
         out = module(x.to(device, non_blocking=True))
@@ -135,21 +166,20 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
-    module, features = build(name)
-    archive = tmp / f"{name}.torchscript"
-    module.save(str(archive))  # saved from the CPU copy; the server places it on --device
+def bench_model(name: str, fmt: str, args: argparse.Namespace, tmp: Path) -> dict:
+    archive, module, features = build_format(name, fmt, tmp, args.max_batch)
     limit1 = in_process_rate(module, features, 1, args.device)
     limit_b = in_process_rate(module, features, args.max_batch, args.device)
-    store = tmp / f"store-{name}"
+    store = tmp / f"store-{name}-{fmt}"
     store.mkdir()
     port = args.port
     proc = start_server(store, port, args)
-    result: dict = {"model": name, "limit@1": limit1, f"limit@{args.max_batch}": limit_b, "runs": {}}
+    label = name if fmt == "torchscript" else f"{name}/{fmt}"
+    result: dict = {"model": label, "limit@1": limit1, f"limit@{args.max_batch}": limit_b, "runs": {}}
     try:
         with open(archive, "rb") as fh:
             r = httpx.post(f"http://127.0.0.1:{port}/models", headers={"Authorization": "Bearer bench"},
-                           data={"name": name}, files={"file": fh}, timeout=120)
+                           data={"name": name}, files={"file": fh}, timeout=300)
         r.raise_for_status()
         url = f"http://127.0.0.1:{port}/models/{name}/predict"
         row = [round(random.uniform(-1, 1), 6) for _ in range(features)]
@@ -171,7 +201,7 @@ def bench_model(name: str, args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def report(results: list[dict], max_batch: int) -> None:
-    head = f"{'model':<14}{'proto':>6}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
+    head = f"{'model':<26}{'proto':>6}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
            f"{'vs limit@1':>12}{f'vs limit@{max_batch}':>13}{'non-200':>9}"
     print(head)
     print("-" * len(head))
@@ -181,10 +211,10 @@ def report(results: list[dict], max_batch: int) -> None:
                 return f"{v:9.2f}" if v is not None else f"{'-':>9}"
             busy = run.get("client_cpu_busy")
             note = "  (client-bound)" if busy is not None and busy > 0.9 else ""
-            print(f"{res['model']:<14}{proto:>6}{conns:>5}{run['rps']:>10.0f}{fmt(run['p50_ms'])}{fmt(run['p90_ms'])}"
+            print(f"{res['model']:<26}{proto:>6}{conns:>5}{run['rps']:>10.0f}{fmt(run['p50_ms'])}{fmt(run['p90_ms'])}"
                   f"{fmt(run['p99_ms'])}{run['rps'] / res['limit@1']:>12.2f}"
                   f"{run['rps'] / res[f'limit@{max_batch}']:>13.2f}{run['non_200'] or 0:>9}{note}")
-        print(f"{'':<14}in-process: batch 1 {res['limit@1']:.0f} samples/s "
+        print(f"{'':<26}in-process: batch 1 {res['limit@1']:.0f} samples/s "
               f"({1e3 / res['limit@1']:.3f} ms/forward; {res['limit_after@1']:.0f} after), "
               f"batch {max_batch} {res[f'limit@{max_batch}']:.0f} samples/s")
 
@@ -198,13 +228,22 @@ def main() -> int:
     ap.add_argument("--max-delay-ms", type=float, default=0.0)
     ap.add_argument("--port", type=int, default=18600)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (server and in-process limit)")
+    ap.add_argument("--formats", default="torchscript",
+                    help=f"comma-separated, of {','.join(FORMATS)}")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="intra-op threads in process and in the server (SCRIPTSERVE_TORCH_THREADS); 0: "
+                         "torch's default. AOTInductor's OpenMP kernels suffer most on a busy machine")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--protocols", default="http,grpc", help="http (wrk), grpc (scripts/grpc_load.py)")
     args = ap.parse_args()
     args.protocols = args.protocols.split(",")
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["SCRIPTSERVE_TORCH_THREADS"] = str(args.threads)  # passed on to the server
     with tempfile.TemporaryDirectory(prefix="scriptserve-bench-") as tmp:
-        results = [bench_model(m, args, Path(tmp)) for m in args.models.split(",")]
+        results = [bench_model(m, f, args, Path(tmp)) for m in args.models.split(",")
+                   for f in args.formats.split(",")]
     report(results, args.max_batch)
     if args.json:
         for res in results:

@@ -7,11 +7,21 @@
 # Usage: scripts/cpp_check.sh              start a server on a free port with a temp store
 #        scripts/cpp_check.sh --url URL    use a running server (token as for the CLI:
 #                                          SCRIPTSERVE_ADMIN_TOKEN or the store's .admin_token)
+#        scripts/cpp_check.sh --aoti       instead: the server compiles the classifier to an
+#                                          AOTInductor package (format=aoti, a minute or more),
+#                                          and scriptserve_run_aoti runs the downloaded .pt2
 # CPP_BUILD_DIR (default build/cpp) keeps the build between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 url=""
-if [[ ${1:-} == --url ]]; then url=${2:?--url needs a value}; fi
+aoti=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --url) url=${2:?--url needs a value}; shift 2 ;;
+    --aoti) aoti=1; shift ;;
+    *) echo "cpp_check: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 t0=$(date +%s%N)
 elapsed() { echo "$(( ($(date +%s%N) - $1) / 1000000 ))"; }
 
@@ -70,17 +80,37 @@ import numpy as np
 from app.examples import scripted_classifier
 work = sys.argv[1]
 scripted_classifier().save(f"{work}/classifier.torchscript")
+import torch
+from app.examples import Classification
+torch.manual_seed(0)
+torch.save(Classification().state_dict(), f"{work}/classifier-weights.pt")
 x = np.random.default_rng(7).standard_normal((4, 320)).astype("<f4")
 np.save(f"{work}/x.npy", x)
 x.tofile(f"{work}/x.bin")
 PY
 
 # 4. upload, download, ask the server, run the archive from C++
-"${cli[@]}" upload "$name" "$work/classifier.torchscript" --url "$url" --json >/dev/null
-"${cli[@]}" download "$name" --url "$url" -o "$work/downloaded.torchscript" --json >/dev/null
+if [[ -n $aoti ]]; then
+  # the server compiles the eager classifier with AOTInductor (its compile process and limits)
+  "$py" - "$url" "$name" "$work/classifier-weights.pt" <<'PY'
+import os, sys, httpx
+url, name, weights = sys.argv[1:]
+token = os.environ.get("SCRIPTSERVE_ADMIN_TOKEN") or sys.exit("cpp_check --aoti: set SCRIPTSERVE_ADMIN_TOKEN")
+with open(weights, "rb") as fh:
+    r = httpx.post(f"{url}/models", headers={"Authorization": f"Bearer {token}"}, timeout=600,
+                   data={"name": name, "architecture": "Classification", "format": "aoti"},
+                   files={"weights": fh})
+sys.exit(0 if r.status_code == 201 else f"cpp_check: format=aoti upload failed: {r.text[:2000]}")
+PY
+  archive="$work/downloaded.pt2"; runner="$build/scriptserve_run_aoti"
+else
+  "${cli[@]}" upload "$name" "$work/classifier.torchscript" --url "$url" --json >/dev/null
+  archive="$work/downloaded.torchscript"; runner="$build/scriptserve_run"
+fi
+"${cli[@]}" download "$name" --url "$url" -o "$archive" --json >/dev/null
 "${cli[@]}" predict "$name" --url "$url" -i "$work/x.npy" --v2 --json >"$work/server.json"
 tr=$(date +%s%N)
-"$build/scriptserve_run" "$work/downloaded.torchscript" "$work/x.bin:4x320" >"$work/cpp.json"
+"$runner" "$archive" "$work/x.bin:4x320" >"$work/cpp.json"
 run_ms=$(elapsed "$tr")
 
 # 5. compare

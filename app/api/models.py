@@ -181,7 +181,8 @@ async def describe_version(name: str, version: int, _: ReaderDep, registry: Regi
 
 @router.get(
     "/models/{name}/archive",
-    summary="Download the TorchScript archive (loads with torch::jit::load in C++)",
+    summary=("Download the archive as uploaded or compiled (.torchscript: torch::jit::load; "
+             ".pt2: torch.export.load / AOTIModelPackageLoader)"),
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
 )
@@ -192,7 +193,7 @@ async def download_archive(
     return FileResponse(
         mv.stored.archive,
         media_type="application/zip",
-        filename=f"{name}-v{mv.version}.torchscript",
+        filename=f"{name}-v{mv.version}.{'torchscript' if mv.model.format == 'torchscript' else 'pt2'}",
     )
 
 

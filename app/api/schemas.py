@@ -47,11 +47,13 @@ class BatchingInfo(BaseModel):
     mode: Literal["auto", "on", "off"]
     enabled: bool | None = Field(description="null until the batch-safety check has run")
     reason: str
+    program: str | None = Field(None, description="what an exported program's batch dimension allows")
 
 
 class VersionInfo(BaseModel):
     version: int
     device: str
+    format: str = Field("torchscript", description="torchscript, exported_program or aoti")
     signature: SignatureInfo
     archive_bytes: int | None
     parameter_bytes: int
@@ -151,9 +153,13 @@ class ModelCode(BaseModel):
     model: str
     version: int
     view: Literal["code", "graph", "inlined"]
+    format: str = "torchscript"
     forward: str | None
     methods: dict[str, str]
     submodules: dict[str, str]
+    range_constraints: dict[str, str] | None = Field(
+        None, description="an exported program's symbolic dimensions and their ranges")
+    notes: list[str] | None = None
 
 
 class Percentiles(BaseModel):

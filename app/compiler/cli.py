@@ -11,6 +11,7 @@ from typing import Any
 
 from app.compiler.forms import BUILTIN_EXAMPLES, inspect_weights, resolve_architecture
 from app.compiler.spec import (
+    FORMATS,
     METHODS,
     ArchitectureSpec,
     CompileFailure,
@@ -20,6 +21,7 @@ from app.compiler.spec import (
     SpecError,
     parse_cli_example,
     parse_examples,
+    parse_format,
     parse_init_kwargs,
 )
 
@@ -47,6 +49,8 @@ def register(sub: Any) -> None:
                    help="one per input, e.g. 1x320:float32 (dtype defaults to float32)")
     p.add_argument("--example-json", metavar="JSON", help="example_inputs as JSON, as in the upload form")
     p.add_argument("--method", choices=METHODS, default="auto")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="torchscript (default), exported_program (method=export) or aoti (.pt2 packages)")
     p.add_argument("--init-kwargs", default="", metavar="JSON", help="keyword arguments for the class")
     p.add_argument("--optimize", action="store_true", help="freeze + optimize_for_inference, if it matches")
     p.add_argument("--accept-divergent-trace", action="store_true")
@@ -86,7 +90,9 @@ def _spec(args: argparse.Namespace) -> CompileSpec:
     examples = parse_examples(args.example_json) if args.example_json else [
         parse_cli_example(e) for e in args.example]
     common: dict[str, Any] = {
-        "method": args.method, "examples": examples, "init_kwargs": parse_init_kwargs(args.init_kwargs),
+        "method": "export" if args.format in ("exported_program", "aoti") else args.method,
+        "format": parse_format(args.format or "", args.method), "examples": examples,
+        "init_kwargs": parse_init_kwargs(args.init_kwargs),
         "optimize": args.optimize, "accept_divergent_trace": args.accept_divergent_trace,
     }
     if args.weights is not None:
@@ -122,7 +128,8 @@ def _summarize(report: dict[str, Any], output: Path) -> None:
     diffs = [c["max_abs_diff"] for c in report["checks"].get("compiled_vs_eager", [])
              if isinstance(c.get("max_abs_diff"), (int, float))]
     probes = len(report["checks"].get("compiled_vs_eager", []))
-    print(f"compiled {report['model']} with torch.jit.{report['method']}: {report['why']}", file=sys.stderr)
+    how = "torch.export" if report["method"] == "export" else f"torch.jit.{report['method']}"
+    print(f"compiled {report['model']} with {how}: {report['why']}", file=sys.stderr)
     print(f"checked on {probes} inputs against the eager model: max abs diff {max(diffs, default=0):.3g}; "
           f"saved, loaded back and compared again", file=sys.stderr)
     for warning in report.get("warnings", []):

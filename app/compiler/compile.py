@@ -24,6 +24,7 @@ from app.compiler.checks import (
     run,
     trace,
 )
+from app.compiler.export import compile_aoti, export_model, reload_and_compare, save_exported
 from app.compiler.report import CheckResult, CompileReport, Redactor, divergence_message, explain
 from app.compiler.spec import CompileFailure, CompileSpec, describe_examples
 from app.errors import exception_line
@@ -63,6 +64,10 @@ def _compile_eager(spec: CompileSpec, workdir: Path, output: Path, redact: Redac
     first = run_user_forward(model, probe_list[0].fresh(), "the eager model failed on the example inputs",
                              user_files)
     eager = [Outcome(first)] + [run(model, p, redact) for p in probe_list[1:]]
+    if spec.method == "export":
+        _compile_exported(model, spec, examples, probe_list, eager, report, redact, user_files, output)
+        report.seconds = time.monotonic() - started
+        return report.as_dict()
 
     compiled = _compile(model, spec, examples, report, redact, user_files)
     checks = compare_all(compiled, probe_list, eager, redact)
@@ -138,13 +143,46 @@ def _judge(checks: list[CheckResult], report: CompileReport, spec: CompileSpec, 
             report.warnings.append("served a trace that diverges from the eager model "
                                    "(accept_divergent_trace=true): " + message)
             return
-        reason = "trace_diverged" if report.method == "trace" else "script_diverged"
+        reason = f"{report.method}_diverged"
         raise CompileFailure(reason, message)
     if report.tracer_warnings:
         lines = "; ".join(n.describe() for n in report.tracer_warnings[:5])
         report.warnings.append(
             f"torch.jit.trace warned that the trace may be incorrect ({lines}). The probe inputs "
             "found no divergence, but a trace covers only the paths it recorded."
+        )
+
+
+def _compile_exported(model: torch.nn.Module, spec: CompileSpec, examples: tuple[torch.Tensor, ...],
+                      probe_list: list[Probe], eager: list[Outcome], report: CompileReport,
+                      redact: Redactor, user_files: set[str], output: Path) -> None:
+    """method=export (ExportedProgram) or format=aoti: export, check, save or compile, reload."""
+    program, dynamic = export_model(model, examples, report, redact, user_files)
+    report.method, report.format = "export", spec.format
+    if not dynamic:  # a static program takes only the examples' shapes
+        shapes = [tuple(x.shape) for x in examples]
+        keep = [i for i, p in enumerate(probe_list) if [tuple(x.shape) for x in p.args] == shapes]
+        probe_list, eager = [probe_list[i] for i in keep], [eager[i] for i in keep]
+    exported = program.module()
+    checks = compare_all(exported, probe_list, eager, redact)
+    report.checks["exported_vs_eager"] = checks
+    _judge(checks, report, spec, len(probe_list))
+    expected = [run(exported, p, redact) for p in probe_list]
+    workdir = output.parent
+    if spec.format == "aoti":
+        compile_aoti(program, output, workdir)
+        report.why += "; compiled with AOTInductor to a native library (.pt2 package)"
+    else:
+        save_exported(program, output, workdir)
+    round_trip = reload_and_compare(output, spec.format, probe_list, expected, redact)
+    report.checks["reloaded_vs_exported"] = round_trip
+    bad = [c for c in round_trip if not c.ok]
+    if bad:
+        raise CompileFailure(
+            "round_trip_failed",
+            f"the saved {spec.format} program, loaded back, does not match the exported one on "
+            f"'{bad[0].input}' ({bad[0].note or f'max abs diff {bad[0].max_abs_diff:.4g}'}); "
+            "nothing was stored",
         )
 
 

@@ -49,6 +49,7 @@ class CompileReport:
     form: str
     method_requested: str
     method: str = ""
+    format: str = "torchscript"  # or exported_program / aoti (method=export, format=aoti)
     why: str = ""
     model: str = ""
     weights: dict[str, Any] | None = None

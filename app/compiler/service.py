@@ -30,6 +30,7 @@ from app.compiler.spec import (
     SpecError,
     parse_bool,
     parse_examples,
+    parse_format,
     parse_init_kwargs,
     parse_method,
 )
@@ -46,7 +47,10 @@ FORM_FIELDS = {
     "architecture": "with 'weights': the model class, e.g. Classification, or a configured import path",
     "entrypoint": "with 'source': the nn.Module class or factory function in the source",
     "init_kwargs": 'JSON object of keyword arguments for the class or factory, e.g. {"width": 64}',
-    "method": "auto (script, else trace; default), script, or trace",
+    "method": "auto (script, else trace; default), script, trace, or export (torch.export with a "
+              "dynamic batch dimension, stored as an ExportedProgram .pt2)",
+    "format": "torchscript (default), exported_program (as method=export) or aoti (torch.export, then "
+              "AOTInductor: a native library; needs a C++ compiler, takes a minute or more)",
     "example_inputs": 'JSON list, one entry per input: [{"shape": [1, 320], "dtype": "float32"}] '
                       "or nested lists of values",
     "optimize": "true: freeze + optimize_for_inference, kept only if the outputs match",
@@ -102,12 +106,22 @@ class Compiler:
         architecture, entrypoint = fields.get("architecture", ""), fields.get("entrypoint", "")
         common: dict[str, Any] = {
             "method": parse_method(fields.get("method", "")),
+            "format": "torchscript",
             "examples": parse_examples(fields.get("example_inputs", "")),
             "init_kwargs": parse_init_kwargs(fields.get("init_kwargs", "")),
             "optimize": parse_bool(fields.get("optimize", ""), "optimize"),
             "accept_divergent_trace": parse_bool(fields.get("accept_divergent_trace", ""),
                                                  "accept_divergent_trace"),
         }
+        common["format"] = parse_format(fields.get("format", ""), common["method"])
+        if common["format"] != "torchscript":
+            common["method"] = "export"
+            if common["optimize"]:
+                raise SpecError("optimize applies to TorchScript (freeze + optimize_for_inference), "
+                                "not to method=export or format=aoti")
+        if common["format"] == "aoti" and not self.settings.allow_aoti_uploads:
+            raise ForbiddenError("AOTInductor packages are switched off on this server "
+                                 "(SCRIPTSERVE_ALLOW_AOTI_UPLOADS); use method=export or script")
         files: dict[str, Path] = {}
         if source is not None:
             if not self.settings.allow_source_uploads:

@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from app.wire.dtypes import BY_NAME, NAMES
 
-Method = Literal["auto", "script", "trace"]
-METHODS: tuple[str, ...] = ("auto", "script", "trace")
+Method = Literal["auto", "script", "trace", "export"]
+METHODS: tuple[str, ...] = ("auto", "script", "trace", "export")
+FORMATS: tuple[str, ...] = ("torchscript", "exported_program", "aoti")
 MAX_EXAMPLE_ELEMENTS = 50_000_000
 MAX_EXAMPLE_INPUTS = 32
 _CLI_EXAMPLE = re.compile(r"^(\d+(?:x\d+)*)?(?::([a-z0-9]+))?$")
@@ -43,6 +44,7 @@ class CompileSpec:
 
     FORM: ClassVar[str] = ""
     method: str = "auto"
+    format: str = "torchscript"  # what is stored: method=export gives exported_program; aoti
     examples: list[dict[str, Any]] = field(default_factory=list)
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     weights_file: str | None = None
@@ -120,6 +122,22 @@ def parse_method(raw: str) -> str:
     if method not in METHODS:
         raise SpecError(f"method must be one of {list(METHODS)}, got {raw[:40]!r}")
     return method
+
+
+def parse_format(raw: str, method: str) -> str:
+    """The stored format an eager upload asks for, consistent with its method."""
+    value = raw.strip().lower()
+    if value and value not in FORMATS:
+        raise SpecError(f"format must be one of {list(FORMATS)}, got {raw[:40]!r}")
+    if value == "aoti" or value == "exported_program":
+        if method in ("script", "trace"):
+            raise SpecError(f"format={value} is compiled from torch.export; use method=export (or "
+                            "leave method unset), not method=" + method)
+        return value
+    if value == "torchscript" and method == "export":
+        raise SpecError("method=export stores an ExportedProgram (.pt2), not TorchScript; "
+                        "drop format or use method=script / trace")
+    return "exported_program" if method == "export" else "torchscript"
 
 
 def parse_bool(raw: str, name: str) -> bool:

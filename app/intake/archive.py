@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from app.errors import InvalidArchiveError, PayloadTooLargeError, UnsafeArchiveE
 
 TORCHSCRIPT_HINT = (
     "expected a TorchScript archive as written by ScriptModule.save() / torch.jit.save() "
-    "(e.g. torch.jit.script(model).save('model.torchscript'))"
+    "(e.g. torch.jit.script(model).save('model.torchscript')), an ExportedProgram saved with "
+    "torch.export.save(), or an AOTInductor package (torch._inductor.aoti_compile_and_package)"
 )
 # Entries this large must not be compressed more than the ratio allows; tiny text entries
 # (code, version) can compress well legitimately.
@@ -44,7 +46,7 @@ class ZipLimits:
 class ArchiveInfo:
     """What an uploaded zip turned out to be."""
 
-    kind: str  # "torchscript" or "checkpoint"
+    kind: str  # "torchscript", "exported_program", "aoti" or "checkpoint"
     prefix: str
     uncompressed_bytes: int
 
@@ -71,7 +73,8 @@ def check_entry_name(name: str) -> str | None:
     return None
 
 
-def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits, start_dir: int) -> int:
+def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits, start_dir: int,
+                   nested_ok: Callable[[str], bool] | None = None) -> int:
     """Refuse hostile structure; return the declared uncompressed total."""
     if len(infos) > limits.max_entries:
         raise UnsafeArchiveError(
@@ -103,7 +106,7 @@ def _check_entries(infos: list[zipfile.ZipInfo], limits: ZipLimits, start_dir: i
                 f"archive entry {_quote(name)} uses compression method {info.compress_type} "
                 "(only stored and deflate are accepted)"
             )
-        if name.lower().endswith(NESTED_SUFFIXES):
+        if name.lower().endswith(NESTED_SUFFIXES) and not (nested_ok and nested_ok(name)):
             raise UnsafeArchiveError(
                 f"archive entry {_quote(name)} looks like a nested archive or binary"
             )
@@ -154,21 +157,82 @@ def inspect_zip(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:
         raise InvalidArchiveError(
             "the upload is a damaged or truncated zip archive (its directory cannot be read)"
         ) from None
-    size = _check_entries(infos, limits, start_dir)
     names = [i.filename for i in infos if not i.is_dir()]
     prefixes = {n.split("/", 1)[0] for n in names if "/" in n}
     if len(prefixes) != 1 or any("/" not in n for n in names):
+        _check_entries(infos, limits, start_dir)  # a hostile structure is refused as such first
         raise InvalidArchiveError(
             f"the archive does not have the single top-level folder torch writes: {TORCHSCRIPT_HINT}"
         )
     prefix = prefixes.pop()
     has = set(names).__contains__
+    if has(f"{prefix}/{PT2_FORMAT_ENTRY}"):
+        return _inspect_pt2(path, infos, limits, start_dir, prefix, names)
+    size = _check_entries(infos, limits, start_dir)
     if not has(f"{prefix}/data.pkl"):
         raise InvalidArchiveError(f"the archive has no data.pkl: {TORCHSCRIPT_HINT}")
     code = any(n.startswith(f"{prefix}/code/") for n in names)
     if code and has(f"{prefix}/constants.pkl"):
         return ArchiveInfo("torchscript", prefix, size)
     return ArchiveInfo("checkpoint", prefix, size)
+
+
+# PT2 archives (torch.export.save, AOTInductor packages) -------------------------------------
+PT2_FORMAT_ENTRY = "archive_format"
+PT2_MODELS = "models/"  # models/<name>.json: a serialized ExportedProgram
+PT2_AOTI = "data/aotinductor/"  # data/aotinductor/<name>/*.so: an AOTInductor package
+PT2_SAMPLE_INPUTS = "data/sample_inputs/"
+
+
+def _pt2_nested_ok(prefix: str) -> Callable[[str], bool]:
+    """The nested files a PT2 archive holds by design: sample inputs and AOTInductor's library."""
+    def ok(name: str) -> bool:
+        inner = name[len(prefix) + 1:] if name.startswith(prefix + "/") else ""
+        parts = inner.split("/")
+        if inner.startswith(PT2_SAMPLE_INPUTS) and len(parts) == 3 and inner.endswith(".pt"):
+            return True
+        return inner.startswith(PT2_AOTI) and len(parts) == 4 and inner.endswith(".so")
+    return ok
+
+
+def _inspect_pt2(path: Path, infos: list[zipfile.ZipInfo], limits: ZipLimits, start_dir: int,
+                 prefix: str, names: list[str]) -> ArchiveInfo:
+    size = _check_entries(infos, limits, start_dir, _pt2_nested_ok(prefix))
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{prefix}/{PT2_FORMAT_ENTRY}") as fh:
+            marker = fh.read(16)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        raise InvalidArchiveError("the upload is a damaged zip archive (an entry cannot be read)") from None
+    if marker.strip() != b"pt2":
+        raise InvalidArchiveError(f"the archive's {PT2_FORMAT_ENTRY} is not 'pt2': {TORCHSCRIPT_HINT}")
+    inner = [n[len(prefix) + 1:] for n in names]
+    programs = [n for n in inner if n.startswith(PT2_MODELS) and n.endswith(".json")]
+    libraries = [n for n in inner if n.startswith(PT2_AOTI)]
+    if programs and libraries:
+        raise InvalidArchiveError(
+            "the .pt2 archive holds both exported programs and an AOTInductor library; upload one "
+            "of them (torch.export.save or aoti_compile_and_package output)")
+    if libraries:
+        return ArchiveInfo("aoti", prefix, size)
+    if programs:
+        return ArchiveInfo("exported_program", prefix, size)
+    raise InvalidArchiveError(
+        f"the .pt2 archive holds neither an exported program ({PT2_MODELS}*.json) nor an "
+        f"AOTInductor library ({PT2_AOTI}): {TORCHSCRIPT_HINT}")
+
+
+SERVABLE_KINDS = ("torchscript", "exported_program", "aoti")
+
+
+def require_servable(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:
+    """Raise a 400 unless ``path`` is a TorchScript archive, an ExportedProgram or an AOTI package."""
+    info = inspect_zip(path, limits)
+    if info.kind not in SERVABLE_KINDS:
+        raise InvalidArchiveError(
+            "the upload is a torch.save() checkpoint (a state_dict or a pickled module), not a "
+            f"TorchScript archive: {TORCHSCRIPT_HINT}"
+        )
+    return info
 
 
 def require_torchscript(path: Path, limits: ZipLimits | None = None) -> ArchiveInfo:

@@ -1,9 +1,11 @@
 """Admission of archives: every check an archive passes before the server loads it.
 
-1. zip structure and limits (``app.intake.archive``): no torch, directory only;
-2. contents (``app.intake.screening``): sources and pickles against the op policy;
+1. zip structure and limits (``app.intake.archive``): no torch, directory only; the format
+   (TorchScript, ExportedProgram or AOTInductor package) is read from the contents;
+2. contents (``app.intake.screening``; ``app.intake.pt2_screening`` for ``.pt2``): sources,
+   serialized graphs and pickles against the op policy;
 3. a trial load in a separate, resource-limited process (``app.intake.trial``);
-4. after the server's own load: the graphs of every method again.
+4. after the server's own load: the loaded graphs again.
 
 The registry calls ``admit`` before loading a new version and ``recheck`` (steps 1-2)
 before loading a stored one at start-up, then ``check_loaded`` after either load.
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
-from app.intake.archive import ArchiveInfo, ZipLimits, require_torchscript
+from app.intake.archive import ArchiveInfo, ZipLimits, require_servable
 from app.intake.operations import stage
-from app.intake.screening import require_safe_module, screen_contents
+from app.intake.pt2_screening import screen_pt2
+from app.intake.screening import refuse, require_safe_module, screen_contents
 from app.intake.trial import TrialLimits, trial_load
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ class ArchiveGate:
     zip_limits: ZipLimits = ZipLimits()
     trial_limits: TrialLimits = TrialLimits()
     trial: bool = True
+    allow_aoti: bool = True  # AOTInductor packages carry native code (docs/security.md)
     # at most two trial processes at once, so concurrent uploads cannot multiply their memory
     _trials: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(2), repr=False, compare=False)
@@ -49,12 +53,16 @@ class ArchiveGate:
                 memory_bytes=settings.trial_memory_bytes, timeout_s=settings.trial_timeout_s
             ),
             trial=settings.trial_load,
+            allow_aoti=settings.allow_aoti_uploads,
         )
 
     def recheck(self, path: Path) -> ArchiveInfo:
         """Structure and content screening (no torch); raise 400 / 413 / 422."""
-        info = require_torchscript(path, self.zip_limits)
-        screen_contents(path, info.prefix)
+        info = require_servable(path, self.zip_limits)
+        if info.kind == "torchscript":
+            screen_contents(path, info.prefix)
+        else:
+            screen_pt2(path, info, self.allow_aoti)
         return info
 
     def admit(self, path: Path) -> ArchiveInfo:
@@ -67,6 +75,11 @@ class ArchiveGate:
             log.info("trial load passed: %s compiled functions checked", result.get("functions"))
         return info
 
-    def check_loaded(self, module: Any) -> None:
-        """The graphs of every method of a module the server has loaded; raise 422."""
-        require_safe_module(module)
+    def check_loaded(self, model: Any) -> None:
+        """The graphs of a model (a ``LoadedModel`` or a ScriptModule) the server loaded; raise 422."""
+        if hasattr(model, "graph_findings"):
+            findings = model.graph_findings()
+            if findings:
+                raise refuse(findings)
+            return
+        require_safe_module(model)

@@ -11,7 +11,7 @@ from app.compiler.service import Compiler
 from app.compiler.spec import SpecError, parse_examples
 from app.errors import BadRequestError, ConflictError
 from app.intake import signature
-from app.intake.archive import require_torchscript
+from app.intake.archive import require_servable
 from app.intake.multipart import UploadForm
 from app.intake.operations import stage
 from app.serving.batching import BatchPolicy
@@ -123,13 +123,14 @@ async def ingest(
         )
     # fast 400/413/422 on the structure; Registry.add runs the whole gate (app.intake.gate)
     gate = registry.loader.gate
-    require_torchscript(upload.path, gate.zip_limits if gate else None)
+    info = require_servable(upload.path, gate.zip_limits if gate else None)
     try:
         examples = parse_examples(form.fields.get("example_inputs", ""))
     except SpecError as exc:
         raise BadRequestError(str(exc)) from None
     os.replace(upload.path, staging / ARCHIVE_FILE)
-    meta: dict[str, Any] = {"source": "archive", "original_filename": upload.filename[:200]}
+    meta: dict[str, Any] = {"source": "archive", "format": info.kind,
+                            "original_filename": upload.filename[:200]}
     if examples:
         meta["example_inputs"] = examples  # warm-up, batch-safety probe and signature at load
     if declared:
@@ -152,7 +153,7 @@ async def _ingest_eager(
     report = await compiler.compile(plan, staging / ARCHIVE_FILE)
     for upload in form.files.values():  # only the compiled archive is kept
         upload.path.unlink(missing_ok=True)
-    require_torchscript(staging / ARCHIVE_FILE)
+    info = require_servable(staging / ARCHIVE_FILE)
     warnings = report.pop("warnings", [])
     return await registry.add(
         options.name,
@@ -162,6 +163,7 @@ async def _ingest_eager(
         options.policy,
         extra_meta={
             "source": "compiled",
+            "format": info.kind,
             "original_filename": plan.original_filename,
             "compile": report,
             "warnings": warnings,

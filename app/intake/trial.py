@@ -61,7 +61,7 @@ def _as_http_error(exc: IsolationError, limits: TrialLimits) -> Exception:
         return ModelLoadError(
             f"loading the archive crashed the trial process ({exc.message}); refused"
         )
-    return ModelLoadError(f"could not load the TorchScript archive: {redact_paths(exc.message)}")
+    return ModelLoadError(f"could not load the archive: {redact_paths(exc.message)}")
 
 
 # the child's side ------------------------------------------------------------------------
@@ -75,6 +75,11 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     path = str(payload["archive"])
     cpu = torch.device("cpu")
+    from app.intake.archive import inspect_zip
+
+    kind = inspect_zip(Path(path)).kind
+    if kind in ("exported_program", "aoti"):
+        return _trial_pt2(Path(path), kind)
     try:
         if hasattr(torch._C, "import_ir_module"):
             # torch.jit.load's own steps, keeping the CompilationUnit: it lists every compiled
@@ -98,3 +103,21 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     if findings:
         raise TaskFailure("unsafe", refuse(findings).message)
     return {"functions": functions}
+
+
+def _trial_pt2(path: Path, kind: str) -> dict[str, Any]:
+    """Load an ExportedProgram (and check its graph) or an AOTInductor package on the CPU."""
+    from app.errors import ModelLoadError
+    from app.intake.screening import refuse
+    from app.sandbox.child import TaskFailure
+    from app.serving.exported import AOTIModel, ExportedModel
+
+    try:
+        model = ExportedModel.load(path, "cpu") if kind == "exported_program" else AOTIModel.load(path, "cpu")
+    except ModelLoadError as exc:
+        memory = "allocate memory" in exc.message or "bad_alloc" in exc.message
+        raise TaskFailure("memory_limit" if memory else "load_failed", exc.message) from None
+    findings = model.graph_findings()
+    if findings:
+        raise TaskFailure("unsafe", refuse(findings).message)
+    return {"functions": -1, "format": kind}

@@ -102,6 +102,8 @@ class Batcher:
             self.state = BatchingState(False, "batching switched off for this model")
         elif policy.mode == "on":
             self.state = BatchingState(True, "batching forced on for this model (not probed)")
+        elif model.batch.unbatchable:
+            self.state = BatchingState(False, model.batch.unbatchable)
         elif not model.signature.tensors_only:
             self.state = BatchingState(False, "forward takes non-tensor arguments")
         else:

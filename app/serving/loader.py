@@ -18,7 +18,7 @@ from app.intake.operations import stage
 from app.intake.signature import check_declared
 from app.serving.batching import Batcher, BatchObserver, BatchPolicy
 from app.serving.model_version import ModelVersion, declared_dtypes
-from app.serving.runtime import LoadedModel, resolve_device
+from app.serving.runtime import LoadedModel, load_model, resolve_device
 from app.serving.warmup import example_inputs, warm_up
 from app.store import StoredVersion
 from app.wire.shapes import describe
@@ -64,7 +64,7 @@ class Loader:
         model = await self._load(archive, resolved)
         if self.gate is not None:
             stage("checking")
-            await asyncio.to_thread(self.gate.check_loaded, model.module)
+            await asyncio.to_thread(self.gate.check_loaded, model)
         io_spec = meta.get("io_spec")
         if io_spec is not None:
             check_declared(io_spec, model.signature)
@@ -85,13 +85,13 @@ class Loader:
             await asyncio.to_thread(self.gate.recheck, stored.archive)
         model = await self._load(stored.archive, resolved)
         if self.gate is not None:
-            await asyncio.to_thread(self.gate.check_loaded, model.module)
+            await asyncio.to_thread(self.gate.check_loaded, model)
         return model
 
     async def _load(self, archive: Path, device: str) -> LoadedModel:
         start = time.monotonic()
         try:
-            model = await asyncio.to_thread(LoadedModel.load, archive, device)
+            model = await asyncio.to_thread(load_model, archive, device)
         except Exception as exc:
             if self.load_observer is not None:
                 self.load_observer(time.monotonic() - start, exc)
@@ -107,8 +107,11 @@ class Loader:
         signature starts from the stored one and what earlier requests showed (``learnt``)."""
         saved = stored.meta.get("batching", {})
         base = self.default_policy
+        max_batch = saved.get("max_batch_size") or base.max_batch_size
+        if model.batch.max_rows is not None:  # a dynamic batch Dim's upper bound
+            max_batch = min(max_batch, model.batch.max_rows)
         policy = BatchPolicy(
-            max_batch_size=saved.get("max_batch_size") or base.max_batch_size,
+            max_batch_size=max_batch,
             max_batch_delay_ms=saved.get("max_batch_delay_ms", base.max_batch_delay_ms),
             max_queue_size=base.max_queue_size,
             threads=saved.get("threads") or saved.get("workers") or base.threads,

@@ -97,6 +97,7 @@ class ModelVersion:
         return {
             "version": self.version,
             "device": str(self.model.device),
+            "format": self.model.format,
             "signature": self.model.signature.as_dict(),
             "archive_bytes": meta.get("archive_bytes"),
             "parameter_bytes": self.model.parameter_bytes(),
@@ -111,6 +112,7 @@ class ModelVersion:
                 "mode": policy.mode,
                 "enabled": state.enabled,
                 "reason": state.reason,
+                **({"program": self.model.batch.note} if self.model.batch.note else {}),
             },
             "queue_depth": self.batcher.queue_depth,
             "in_flight": self.batcher.in_flight,

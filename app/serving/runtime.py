@@ -1,4 +1,11 @@
-"""A loaded TorchScript module on its device: signature, collate / forward / split."""
+"""A loaded model on its device (the interface; TorchScript here): signature, collate / forward / split.
+
+``LoadedModel`` is what the registry, batcher and routes use: ``signature``, ``forward``,
+``parameter_bytes``, ``code`` (what will run), ``graph_findings`` (the op policy on the loaded
+graph), ``batch`` (what dim 0 allows) and ``format``. ``app.serving.exported`` implements it for
+ExportedPrograms and AOTInductor packages; ``load_model`` picks the implementation from the
+archive's contents.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,16 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
 
-_load_lock = threading.Lock()
+load_lock = threading.Lock()  # torch's loaders are not documented thread-safe
+
+
+@dataclass(frozen=True)
+class BatchDim:
+    """What a program allows along dim 0: at most ``max_rows`` (None: any), or why it cannot batch."""
+
+    max_rows: int | None = None
+    unbatchable: str | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,9 @@ def floating_dtype(module: torch.jit.ScriptModule) -> torch.dtype | None:
 class LoadedModel:
     """A ScriptModule in eval mode on one device."""
 
+    format = "torchscript"
+    batch = BatchDim()  # TorchScript declares no batch limit: the batch-safety probe decides
+
     def __init__(self, module: torch.jit.ScriptModule, device: str) -> None:
         self.module = module
         self.device = torch.device(device)
@@ -115,7 +134,7 @@ class LoadedModel:
     def load(cls, path: Path, device: str) -> LoadedModel:
         """Load an archive onto ``device``; any failure becomes a ModelLoadError."""
         try:
-            with _load_lock:  # torch.jit.load is not documented thread-safe
+            with load_lock:
                 module = torch.jit.load(str(path), map_location=device)
             module.eval()
             return cls(module, device)
@@ -130,6 +149,18 @@ class LoadedModel:
         for t in list(self.module.parameters()) + list(self.module.buffers()):
             total += t.numel() * t.element_size()
         return total
+
+    def graph_findings(self) -> list[Any]:
+        """Uses of refused ops or classes in the loaded graphs (``app.intake.screening``)."""
+        from app.intake.screening import check_module
+
+        return check_module(self.module)
+
+    def code(self, view: str) -> dict[str, Any]:
+        """What will run, for ``GET /models/{name}/code``."""
+        from app.serving.code_view import module_code
+
+        return {**module_code(self.module, view), "format": self.format}  # type: ignore[arg-type]
 
     def forward(self, inputs: list[torch.Tensor]) -> Any:
         """Run one forward pass on host tensors; returns outputs on the host."""
@@ -204,3 +235,22 @@ def split(output: Any, sizes: list[int]) -> list[Any]:
         columns_by_key = {k: split(v, sizes) for k, v in output.items()}
         return [{k: col[i] for k, col in columns_by_key.items()} for i in range(len(sizes))]
     raise SplitError(f"output of type {type(output).__name__} cannot be split into a batch")
+
+
+def load_model(path: Path, device: str) -> LoadedModel:
+    """Load an archive with the runtime its contents call for (TorchScript, ExportedProgram, AOTI)."""
+    from app.intake.archive import inspect_zip
+
+    try:
+        kind = inspect_zip(path).kind
+    except Exception as exc:
+        raise ModelLoadError(f"could not read the archive: {exception_line(exc)}") from None
+    if kind == "exported_program":
+        from app.serving.exported import ExportedModel
+
+        return ExportedModel.load(path, device)
+    if kind == "aoti":
+        from app.serving.exported import AOTIModel
+
+        return AOTIModel.load(path, device)
+    return LoadedModel.load(path, device)
