@@ -27,7 +27,15 @@ import torch
 from app.errors import ModelLoadError, exception_line
 from app.intake.pt2_screening import ALLOWED_BUILTINS, ALLOWED_HIGHER_ORDER
 from app.intake.screening import Finding, op_problem
-from app.serving.runtime import ArgSpec, BatchDim, LoadedModel, Signature, load_lock, to_host
+from app.serving.runtime import (
+    ArgSpec,
+    BatchDim,
+    LoadedModel,
+    Signature,
+    floating_dtype,
+    load_lock,
+    to_host,
+)
 
 _BUILTIN_MODULES: dict[Any, str] = {operator: "_operator", math: "math"}
 
@@ -170,6 +178,7 @@ class ExportedModel(LoadedModel):
             program = move_to_device_pass(program, self.device)
         self.program = program
         self.module = program.module()
+        self.floating_dtype = floating_dtype(self.module)
         self.batch = exported_batch_dim(program)
         self.signature = _exported_signature(program)
 

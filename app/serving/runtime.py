@@ -111,7 +111,7 @@ def signature_of(module: torch.jit.ScriptModule) -> Signature:
     return Signature(args, returns)
 
 
-def floating_dtype(module: torch.jit.ScriptModule) -> torch.dtype | None:
+def floating_dtype(module: torch.nn.Module | torch.jit.ScriptModule) -> torch.dtype | None:
     """The one floating dtype of the module's parameters and buffers, or None (none, or mixed)."""
     found = {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
     return found.pop() if len(found) == 1 else None
@@ -122,6 +122,7 @@ class LoadedModel:
 
     format = "torchscript"
     batch = BatchDim()  # TorchScript declares no batch limit: the batch-safety probe decides
+    floating_dtype: torch.dtype | None = None  # the parameters' one floating dtype, if known
 
     def __init__(self, module: torch.jit.ScriptModule, device: str) -> None:
         self.module = module
