@@ -94,7 +94,7 @@ class OperationInfo(BaseModel):
     id: str
     kind: Literal["upload"]
     model: str
-    owner: str = Field(description="the host that runs it")
+    owner: str = Field(description="the server process that runs it: host:pid")
     state: Literal["running", "succeeded", "failed", "cancelled"]
     stage: str
     stages: list[OperationStage]

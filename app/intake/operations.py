@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -107,13 +108,14 @@ class Operations:
 
     def __init__(self, oplog: OperationLog) -> None:
         self.log = oplog
-        self.owner = socket.gethostname()
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}"  # several server processes may share a host
         self._ops: dict[str, Operation] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
 
     def prepare(self) -> None:
-        self.log.prepare(self.owner)
+        self.log.prepare(self.host)
 
     def start(self, model: str, work: Callable[[], Awaitable[dict[str, Any]]],
               received_s: float = 0.0) -> Operation:

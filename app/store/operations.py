@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from typing import Any
@@ -22,20 +23,37 @@ ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 KEEP_S = 24 * 3600
 
 
+def _gone(owner: str, host: str) -> bool:
+    """Whether the server process that owns an operation has stopped."""
+    owner_host, _, pid = owner.rpartition(":")
+    if owner_host != host or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # an earlier process with this pid (a container's pid 1 after a restart)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class OperationLog:
     """Where operation records live."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    def prepare(self, owner: str) -> None:
-        """Drop day-old records; fail this owner's unfinished ones (it restarted)."""
+    def prepare(self, host: str) -> None:
+        """Drop day-old records; fail unfinished ones whose server process on this host is gone
+        (owners are ``host:pid``; another machine's operations are its own business)."""
         now = time.time()
         for key in self.backend.keys(PREFIX):
             record = self._load(key)
             if record is None or now - float(record.get("updated_at", 0)) > KEEP_S:
                 self.backend.delete(key)
-            elif record.get("state") == "running" and record.get("owner") == owner:
+            elif record.get("state") == "running" and _gone(str(record.get("owner", "")), host):
                 record.update(state="failed", updated_at=now, error={
                     "status": 503, "code": "interrupted",
                     "message": "the server stopped before this operation finished; nothing was "

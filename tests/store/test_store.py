@@ -173,3 +173,25 @@ def test_valid_names(name):
 def test_invalid_names(name):
     with pytest.raises(BadRequestError):
         validate_name(name)
+
+
+def test_unfinished_operations_fail_only_when_their_process_is_gone(tmp_path):
+    import socket
+
+    from app.store.operations import OperationLog
+
+    log = OperationLog(FileBackend(tmp_path))
+    host = socket.gethostname()
+    now = __import__("time").time()
+    records = {
+        "a" * 32: f"{host}:{os.getpid()}",  # an earlier process with this pid: gone
+        "b" * 32: f"{host}:999999999",  # no such process: gone
+        "c" * 32: f"{host}:1",  # alive (init): still running
+        "d" * 32: "elsewhere:5",  # another machine's
+    }
+    for op_id, owner in records.items():
+        log.write({"id": op_id, "owner": owner, "state": "running", "updated_at": now, "created_at": now})
+    log.prepare(host)
+    states = {op_id: log.read(op_id)["state"] for op_id in records}
+    assert states == {"a" * 32: "failed", "b" * 32: "failed", "c" * 32: "running", "d" * 32: "running"}
+    assert log.read("a" * 32)["error"]["code"] == "interrupted"
