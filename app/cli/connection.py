@@ -14,6 +14,14 @@ from app.config import Settings
 Handler = Callable[[argparse.Namespace], int]
 
 
+def command_parents() -> list[argparse.ArgumentParser]:
+    """Parents of a command that talks to a server and can print JSON: the client options and
+    ``--json``."""
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    return [client_options(), json_flag]
+
+
 def client_options(top_level: bool = False) -> argparse.ArgumentParser:
     """Options every command that talks to a server takes (a parent parser).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli.connection import client_options, make_client, reports_errors
+from app.cli.connection import command_parents, make_client, reports_errors
 from app.cli.output import console, print_json
 
 
@@ -28,10 +28,7 @@ def change_default(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = client_options()
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a summary")
-    parents = [common, json_flag]
+    parents = command_parents()
 
     p = sub.add_parser("pin", parents=parents,
                        help="serve this version when a request names none (every replica agrees)")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from app.cli.connection import client_options, make_client, reports_errors
+from app.cli.connection import client_options, command_parents, make_client, reports_errors
 from app.cli.output import console, print_json
 
 PROGRESS_MIN_BYTES = 1 << 20  # below this a bar only flickers
@@ -178,10 +178,7 @@ def delete(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    common = client_options()
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", help="print JSON instead of a summary")
-    parents = [common, json_flag]
+    parents = command_parents()
 
     p = sub.add_parser("upload", parents=parents, help="upload a TorchScript archive as a new version")
     p.add_argument("name", help="model name")
@@ -209,7 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.set_defaults(func=info)
 
-    p = sub.add_parser("code", parents=[common], help="print the TorchScript code that will run")
+    p = sub.add_parser("code", parents=[client_options()], help="print the TorchScript code that will run")
     p.add_argument("name")
     p.add_argument("--version", type=int)
     p.add_argument("--view", choices=["code", "graph", "inlined"], default="code")
