@@ -14,9 +14,7 @@ from fastapi import APIRouter, Request
 
 from app.api.deps import AdminDep, ReaderDep, RegistryDep
 from app.errors import BadRequestError, NotFoundError
-from app.serving.model_version import ModelVersion
 from app.serving.registry import Registry
-from app.telemetry.stats import VersionStats
 from app.wire import triton
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
@@ -33,16 +31,6 @@ def _number(name: str, version: str | None) -> int | None:
 def _config(registry: Registry, name: str, version: str | None) -> dict[str, Any]:
     mv = registry.get(name, _number(name, version))
     return triton.model_config(mv, [v.version for v in registry.versions(name)])
-
-
-def _stats(mvs: list[ModelVersion]) -> dict[str, Any]:
-    out = []
-    for mv in mvs:
-        stats = mv.batcher.observer
-        if not isinstance(stats, VersionStats):
-            raise NotFoundError("statistics are off on this server (SCRIPTSERVE_METRICS_ENABLED=false)")
-        out.append(triton.model_statistics(mv, stats))
-    return {"model_stats": out}
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -73,7 +61,7 @@ def check_load_parameters(parameters: Any) -> None:
 
 @router.get("/models/stats", summary="Statistics of every served version (Triton extension)")
 async def all_stats(_: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return _stats(sorted(registry.all_versions(), key=lambda mv: (mv.name, mv.version)))
+    return triton.statistics(sorted(registry.all_versions(), key=lambda mv: (mv.name, mv.version)))
 
 
 @router.get("/models/{name}/config", summary="Model configuration, default version (Triton extension)")
@@ -89,13 +77,13 @@ async def version_config(name: str, version: str, _: ReaderDep, registry: Regist
 
 @router.get("/models/{name}/stats", summary="Statistics of a model's versions (Triton extension)")
 async def stats(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return _stats(registry.versions(name))
+    return triton.statistics(registry.versions(name))
 
 
 @router.get("/models/{name}/versions/{version}/stats",
             summary="Statistics of one version (Triton extension)")
 async def version_stats(name: str, version: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return _stats([registry.get(name, _number(name, version))])
+    return triton.statistics([registry.get(name, _number(name, version))])
 
 
 @router.post("/repository/index", summary="Stored versions and their state (Triton extension)")

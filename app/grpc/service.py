@@ -135,13 +135,7 @@ class InferenceService:
             mvs = [self.registry.get(request.name, _version(request.name, request.version))]
         else:
             mvs = self.registry.versions(request.name)
-        docs = []
-        for mv in mvs:
-            stats = mv.batcher.observer
-            if not isinstance(stats, VersionStats):
-                raise NotFoundError("statistics are off on this server (SCRIPTSERVE_METRICS_ENABLED=false)")
-            docs.append(triton.model_statistics(mv, stats))
-        return json_format.ParseDict({"model_stats": docs}, pb.ModelStatisticsResponse(),
+        return json_format.ParseDict(triton.statistics(mvs), pb.ModelStatisticsResponse(),
                                      ignore_unknown_fields=True)
 
     # model repository ----------------------------------------------------------------------

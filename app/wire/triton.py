@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from app.errors import NotFoundError
 from app.telemetry.stats import CLIENT_ERROR, OK, REJECTED, SERVER_ERROR, VersionStats
 from app.wire.v2 import PLATFORM, tensor_specs
 
@@ -115,3 +116,14 @@ def model_statistics(mv: ModelVersion, stats: VersionStats) -> dict[str, Any]:
             for size, count, seconds in totals["by_batch_size"]
         ],
     }
+
+
+def statistics(mvs: list[ModelVersion]) -> dict[str, Any]:
+    """Triton's statistics extension for these versions (HTTP and gRPC)."""
+    out = []
+    for mv in mvs:
+        stats = mv.batcher.observer
+        if not isinstance(stats, VersionStats):
+            raise NotFoundError("statistics are off on this server (SCRIPTSERVE_METRICS_ENABLED=false)")
+        out.append(model_statistics(mv, stats))
+    return {"model_stats": out}
