@@ -57,6 +57,15 @@ RUN useradd --uid 10001 --user-group --create-home --home-dir /home/scriptserve 
       --shell /usr/sbin/nologin scriptserve \
  && install -d -o 10001 -g 10001 -m 0750 /models
 
+# A C++ compiler only where uploads compile to AOTInductor on the server (format=aoti):
+# `--build-arg WITH_CXX=1` adds g++ (about 200 MB). Serving a ready AOTInductor package, and
+# everything else, needs none.
+ARG WITH_CXX=0
+# hadolint ignore=DL3008
+RUN if [[ $WITH_CXX == 1 ]]; then \
+      apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # Dependency layer (large, rarely changes), then the code layer (small).
 COPY --from=build /opt/venv /opt/venv
 # (PYTHONDONTWRITEBYTECODE: keep pip's own bytecode out of this layer; the app's is compiled.)
