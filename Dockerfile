@@ -62,7 +62,7 @@ RUN useradd --uid 10001 --user-group --create-home --home-dir /home/scriptserve 
 # everything else, needs none.
 ARG WITH_CXX=0
 # hadolint ignore=DL3008
-RUN if [[ $WITH_CXX == 1 ]]; then \
+RUN if [ "$WITH_CXX" = 1 ]; then \
       apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*; \
     fi
 
