@@ -24,7 +24,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=None,
         access_log=False,  # RequestContextMiddleware writes the access log, with request IDs
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     return 0
 

@@ -25,7 +25,9 @@ X = [[0.25] * 320]
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     # A generous deadline: on a busy machine the slow model's passes take many seconds, and
     # what these tests check is that nothing is lost, not how fast.
-    with LiveServer(tmp_path / "store", token=TOKEN, SCRIPTSERVE_REQUEST_TIMEOUT_S="600") as live:
+    # The same for the shutdown grace: under load four slow passes can outlast the default 30 s.
+    with LiveServer(tmp_path / "store", token=TOKEN, SCRIPTSERVE_REQUEST_TIMEOUT_S="600",
+                    SCRIPTSERVE_SHUTDOWN_GRACE_S="600") as live:
         yield live
 
 
