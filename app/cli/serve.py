@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from app.config import Settings
 
@@ -24,7 +25,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=None,
         access_log=False,  # RequestContextMiddleware writes the access log, with request IDs
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     return 0
 
