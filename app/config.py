@@ -24,9 +24,16 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8001, ge=0, le=65535)
     """TCP port of the gRPC endpoint (Open Inference Protocol, ``inference.GRPCInferenceService``,
     as Triton's 8001); 0 switches gRPC off. A port that is taken is logged and gRPC stays off."""
-    model_store: Path = Path("./model_store")
+    model_store: Path | str = Path("./model_store")
     """The model store: a directory (local, or a volume shared by several servers) holding
-    archives and version records; the source of truth every server converges on."""
+    archives and version records, or ``s3://bucket/prefix`` (S3 or an S3-compatible store;
+    endpoint, region and credentials from the AWS chain: ``AWS_ENDPOINT_URL``, ``AWS_REGION``,
+    ``AWS_ACCESS_KEY_ID`` ...); the source of truth every server converges on."""
+    store_cache_dir: Path | None = None
+    """S3 store only: local folder for verified blob copies (by sha256) and staging uploads;
+    default ``<system temp>/scriptserve-store-cache``."""
+    store_timeout_s: float = Field(10.0, gt=0)
+    """S3 store only: connect and read timeout of each request (retried, bounded, then 503)."""
     store_sync_s: float = Field(5.0, ge=0)
     """How often each server reconciles with the store (with +-20% jitter); 0: only at start-up
     and when a request names a model or version this server does not know."""
@@ -143,7 +150,27 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return value
 
+    @field_validator("model_store", mode="before")
+    @classmethod
+    def _store_url_or_path(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("s3://"):
+            return Path(value)
+        return value
+
+    @property
+    def store_is_s3(self) -> bool:
+        return isinstance(self.model_store, str)
+
+    @property
+    def local_store_dir(self) -> Path:
+        """The store's local folder: the store itself, or an S3 store's cache."""
+        if isinstance(self.model_store, Path):
+            return self.model_store
+        from app.store.s3 import default_cache_dir
+
+        return self.store_cache_dir or default_cache_dir()
+
     @property
     def admin_token_file(self) -> Path:
-        """Where a generated admin token is kept."""
-        return self.model_store / ".admin_token"
+        """Where a generated admin token is kept (an S3 store: this server's cache folder)."""
+        return self.local_store_dir / ".admin_token"

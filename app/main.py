@@ -33,7 +33,8 @@ from app.serving.batching import BatchPolicy
 from app.serving.convergence import StoreSync
 from app.serving.loader import Loader
 from app.serving.registry import Registry
-from app.store import ARCHIVE_FILE, ModelStore
+from app.store import ARCHIVE_FILE, ModelStore, open_store
+from app.store.backend import StoreUnavailableError
 from app.store.operations import OperationLog
 from app.telemetry.prometheus import Metrics
 from app.telemetry.store_metrics import StoreCollector
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app; nothing heavy happens until the lifespan starts."""
     settings = settings or Settings()
-    store = ModelStore(settings.model_store)
+    store = open_store(settings)
     policy = BatchPolicy(
         max_batch_size=settings.max_batch_size,
         max_batch_delay_ms=settings.max_batch_delay_ms,
@@ -70,7 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         await asyncio.to_thread(store.prepare)
-        await asyncio.to_thread(ops.prepare)
+        try:
+            await asyncio.to_thread(ops.prepare)
+        except StoreUnavailableError as exc:  # an S3 store that is down: start, not ready yet
+            log.warning("could not tidy operation records: %s", exc)
         app.state.admin_token = load_or_create_admin_token(
             settings.admin_token, settings.admin_token_file
         )
@@ -144,7 +148,15 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
     try:
         registry.loading = True
         try:
-            await sync.sync()  # the first complete sync: ready only after it
+            delay = 0.5
+            while True:  # the first complete sync: ready only after it
+                try:
+                    await sync.sync()
+                    break
+                except StoreUnavailableError as exc:  # the store is down: stay not ready, retry
+                    log.warning("model store unreachable, retrying in %.1fs: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
         finally:
             registry.loading = False
         if settings.install_example and not registry.names():

@@ -18,9 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from app.errors import ScriptServeError
 
-class StoreUnavailableError(Exception):
-    """The store could not be reached or answered with an error after retries."""
+
+class StoreUnavailableError(ScriptServeError):
+    """The store could not be reached or answered with an error after retries: a 503."""
+
+    status_code = 503
+    code = "store_unavailable"
 
 
 class Backend(Protocol):
