@@ -228,8 +228,9 @@ class ModelStore:
         archive = staging / ARCHIVE_FILE
         digest = meta.get("sha256") or sha256_of(archive)
         self.backend.put_blob(digest, archive)
+        taken = 0  # a listing may be stale (S3, NFS): never try a number at or below one taken
         for _ in range(_RETRIES):
-            number = version if version is not None else self._next_version(name)
+            number = version if version is not None else max(self._next_version(name), taken + 1)
             record = {**meta, "name": name, "version": number, "sha256": digest}
             data = json.dumps(record, indent=2, sort_keys=True).encode()
             if self.backend.create(_version_key(name, number), data):
@@ -242,6 +243,7 @@ class ModelStore:
                     f"model {name!r} version {version} "
                     + ("was deleted; version numbers are not reused" if gone else "already exists")
                 )
+            taken = number
             log.info("version %s of %s was taken by another server; trying the next", number, name)
         raise ConflictError(f"could not find a free version number for {name!r}; try again")
 
