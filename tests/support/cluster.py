@@ -20,20 +20,32 @@ def haproxy_available() -> bool:
 
 class Cluster:
     """``count`` servers on ``store`` (syncing every ``sync_s``) and haproxy in front, with
-    active health checks on ``/ready``."""
+    active health checks on ``/ready``.
 
-    def __init__(self, store: Path, token: str, count: int = 3, sync_s: float = 1.0, **env: str) -> None:
+    ``store`` is a shared directory, or ``s3://bucket/prefix`` (the AWS_* variables of this
+    process say where S3 is); then each replica gets its own cache folder under ``workdir``.
+    Every replica is given the admin ``token``: with S3 there is no shared folder where a
+    generated token could be found by all of them."""
+
+    def __init__(self, store: Path | str, token: str, count: int = 3, sync_s: float = 1.0,
+                 workdir: Path | None = None, **env: str) -> None:
         self.store = store
-        self.servers = [
-            LiveServer(store, token, SCRIPTSERVE_STORE_SYNC_S=str(sync_s), **env)
-            for _ in range(count)
-        ]
-        for i, server in enumerate(self.servers):
-            server.log_path = store.parent / f"replica-{i}.log"
+        self.workdir = workdir or (store.parent if isinstance(store, Path) else Path("."))
+        self.servers = []
+        for i in range(count):
+            own = {} if isinstance(store, Path) else {
+                "SCRIPTSERVE_STORE_CACHE_DIR": str(self.workdir / f"cache-{i}")}
+            server = LiveServer(store, token, SCRIPTSERVE_STORE_SYNC_S=str(sync_s), **own, **env)
+            server.log_path = self.workdir / f"replica-{i}.log"
+            self.servers.append(server)
         self.port = free_port()
-        self.config = store.parent / "haproxy.cfg"
+        self.config = self.workdir / "haproxy.cfg"
         self.proc: subprocess.Popen | None = None
         self.sync_s = sync_s
+
+    @property
+    def kind(self) -> str:
+        return "files" if isinstance(self.store, Path) else "s3"
 
     @property
     def url(self) -> str:
@@ -68,13 +80,14 @@ backend replicas
 """)
 
     def start(self) -> None:
-        self.store.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.store, Path):
+            self.store.mkdir(parents=True, exist_ok=True)
         for server in self.servers:
             server.start(wait_ready=False)
         for server in self.servers:
             server.wait("/ready")
         self._write_config()
-        log = open(self.store.parent / "haproxy.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.workdir / "haproxy.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

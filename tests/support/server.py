@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,14 +36,15 @@ def children_of(pid: int) -> list[int]:
 class LiveServer:
     """Start, stop, kill and restart a server process on a given store."""
 
-    def __init__(self, store: Path, token: str, **env: str) -> None:
-        self.store = store
+    def __init__(self, store: Path | str, token: str, **env: str) -> None:
+        self.store = store  # a directory, or s3://bucket/prefix (AWS_* from the environment)
         self.token = token
         self.port = free_port()
         self.grpc_port = free_port()
         self.extra_env = env
         self.proc: subprocess.Popen | None = None
-        self.log_path = store.parent / f"server-{self.port}.log"
+        logs = store.parent if isinstance(store, Path) else Path(tempfile.gettempdir())
+        self.log_path = logs / f"server-{self.port}.log"
 
     @property
     def url(self) -> str:

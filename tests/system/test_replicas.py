@@ -17,6 +17,7 @@ import pytest
 from tests.support import fakes
 from tests.support.api import TOKEN
 from tests.support.cluster import Cluster, haproxy_available
+from tests.support.s3 import MotoS3, moto_s3  # noqa: F401 - the fixture
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,10 +27,16 @@ X = {"inputs": [[0.25] * 320]}
 SYNC_S = 1.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("replicas")
-    with Cluster(root / "store", TOKEN, count=3, sync_s=SYNC_S,
+@pytest.fixture(scope="module", params=["files", "s3"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The same replicas on a shared directory, then on S3 (a moto server on 127.0.0.1)."""
+    root = tmp_path_factory.mktemp(f"replicas-{request.param}")
+    store: Path | str = root / "store"
+    if request.param == "s3":
+        pytest.importorskip("boto3")
+        moto: MotoS3 = request.getfixturevalue("moto_s3")  # sets AWS_*: the replicas inherit them
+        store = f"s3://{moto.new_bucket()}/replicas"
+    with Cluster(store, TOKEN, count=3, sync_s=SYNC_S, workdir=root,
                  SCRIPTSERVE_REQUEST_TIMEOUT_S="600") as c:
         yield c
 
@@ -77,8 +84,9 @@ def test_every_replica_converges_within_the_sync_interval(cluster, archive):
             else:
                 raise AssertionError(f"{server.url} never served conv version {version}")
             seconds.append(time.monotonic() - committed)
-    print(f"convergence over {len(seconds)} replica-uploads: p50 {statistics.median(seconds):.2f} s, "
-          f"max {max(seconds):.2f} s (sync every {SYNC_S} s +-20%, plus the load)")
+    print(f"{cluster.kind}: convergence over {len(seconds)} replica-uploads: "
+          f"p50 {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s "
+          f"(sync every {SYNC_S} s +-20%, plus the load)")
 
 
 def test_two_uploads_of_one_name_through_two_replicas_get_distinct_versions(cluster, archive):
@@ -146,4 +154,4 @@ def test_versions_change_under_load_through_the_balancer_with_zero_failures(clus
     assert not failed, failed[:5]
     assert {v for _, v in answers} == {1, 2}
     assert answers[-1][1] == 2
-    print(f"{len(answers)} requests through haproxy while versions changed: 0 failed")
+    print(f"{cluster.kind}: {len(answers)} requests through haproxy while versions changed: 0 failed")
