@@ -37,10 +37,10 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
 # Headers, C++ test binaries and protoc only serve extension builds and torch's own tests.
 
 # The other dependencies, from pyproject.toml alone (a stub package stands in for the code),
-# so that editing app/ does not reinstall them.
+# so that editing app/ does not reinstall them; the s3 extra (boto3) serves s3:// stores.
 COPY pyproject.toml ./
 RUN mkdir app && : >app/__init__.py && : >README.md \
- && pip install --no-cache-dir . \
+ && pip install --no-cache-dir ".[s3]" \
  && pip uninstall --yes scriptserve \
  && rm -rf app README.md build ./*.egg-info
 
