@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,16 @@ class Settings(BaseSettings):
     store_gc_grace_s: float = Field(3600.0, ge=60)
     """How long a deleted version's archive stays in the store (longer than a sync plus the
     longest request), before garbage collection removes it."""
+    workers: int | Literal["auto"] = 1
+    """Server processes sharing the port (``scriptserve serve --workers``; ``auto``: one per
+    core). Each is a full replica that converges through the store, so an upload through any
+    of them is served by all; each holds its own copy of every model (memory x N)."""
+    worker_dir: Path | None = None
+    """Set by the worker supervisor, never by hand: the run folder of a worker group."""
+    worker_index: int = Field(0, ge=0)
+    """Set by the worker supervisor: this worker's number in its group."""
+    worker_fd: int | None = None
+    """Set by the worker supervisor: the inherited listening socket."""
     device: str = "auto"
     """Default device for models: ``auto`` (first CUDA device if present, else cpu), ``cpu``,
     ``cuda`` or ``cuda:N``."""
@@ -141,6 +152,20 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(256 * 1024**2, ge=1024)
     """Largest model output returned for one request, counted as raw tensor bytes before
     JSON encoding (422 ``output_too_large`` past it)."""
+
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("workers must be 1 or more, or auto")
+        return value
+
+    def worker_count(self) -> int:
+        """``workers`` as a number: ``auto`` is the cores this process may run on."""
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1)
+        return self.workers
 
     @field_validator("log_level")
     @classmethod

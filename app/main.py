@@ -78,7 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admin_token = load_or_create_admin_token(
             settings.admin_token, settings.admin_token_file
         )
-        loader = asyncio.create_task(_load(app, registry, store, settings, sync))
+        loaded = asyncio.Event()
+        loader = asyncio.create_task(_load(app, registry, store, settings, sync, loaded))
+        if settings.worker_dir is not None and settings.worker_index > 0:
+            # A worker takes connections from the shared port only once it serves the store;
+            # worker 0 answers at once (health, readiness false) so probes see the server.
+            await loaded.wait()
         grpc_server = GrpcServer(settings, app.state)  # same process and event loop as uvicorn
         app.state.grpc_port = await grpc_server.start()
         try:
@@ -143,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: Settings,
-                sync: StoreSync) -> None:
+                sync: StoreSync, loaded: asyncio.Event) -> None:
     """Load the store (and the example model into an empty one), report ready, keep in sync."""
     try:
         registry.loading = True
@@ -159,8 +164,9 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
                     delay = min(delay * 2, 10.0)
         finally:
             registry.loading = False
-        if settings.install_example and not registry.names():
-            await _install_example(registry, store)
+        example = settings.install_example and not registry.names()
+        if example and not await _install_example(registry, store):
+            await sync.sync()  # another server installed it first: serve theirs now
     except Exception:
         log.exception("loading the model store failed")
     if settings.gc_freeze:
@@ -170,12 +176,14 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
     app.state.ready = True
+    loaded.set()
     log.info("ready: %d model(s) loaded", len(registry.names()))
     await sync.run()
 
 
-async def _install_example(registry: Registry, store: ModelStore) -> None:
-    """Install the tutorial's classifier as ``classifier`` so a newcomer can predict at once."""
+async def _install_example(registry: Registry, store: ModelStore) -> bool:
+    """Install the tutorial's classifier as ``classifier`` so a newcomer can predict at once;
+    False when another server sharing the store did it first."""
     staging = store.new_staging_dir()
     try:
         module = await asyncio.to_thread(scripted_classifier)
@@ -187,8 +195,10 @@ async def _install_example(registry: Registry, store: ModelStore) -> None:
                         "example_inputs": [{"shape": [1, 320], "dtype": "float32"}]},
         )
         log.info("installed the example model 'classifier' (Linear 320->160->2 + sigmoid)")
+        return True
     except ConflictError:  # another server sharing the store installed it first
         store.discard(staging)
+        return False
     except BaseException:
         store.discard(staging)
         raise

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from app.api.deps import MetricsDep, ReaderDep, RegistryDep
 from app.api.schemas import ModelStats
 from app.errors import NotFoundError
+from app.telemetry import federation
 from app.telemetry.prometheus import Metrics, version_stats
 from app.telemetry.stats import WINDOW_S
 
@@ -30,11 +34,22 @@ def _enabled(metrics: Metrics | None) -> Metrics:
         "type": "string", "description": "Prometheus text exposition format 0.0.4"}}}},
         404: {"description": "metrics are off"}},
 )
-async def prometheus_metrics(request: Request, _: ReaderDep, metrics: MetricsDep) -> Response:
+async def prometheus_metrics(
+    request: Request, _: ReaderDep, metrics: MetricsDep,
+    scope: Literal["server", "worker"] = "server",
+) -> Response:
+    """With ``--workers``, the whole server's numbers (``scope=worker``: this worker's only)."""
     # Rendered on the event loop: serving numbers are written there or under a short lock,
     # and a scrape of a few models takes well under a millisecond.
-    body, content_type = _enabled(metrics).render(request.headers.get("accept"))
-    return Response(body, media_type=content_type)
+    settings = request.app.state.settings
+    if settings.worker_dir is None or scope == "worker":
+        body, content_type = _enabled(metrics).render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+    own = _enabled(metrics).render(None)[0]
+    auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
+    siblings, missing = await federation.gather(settings.worker_dir, settings.worker_index, auth)
+    body = federation.render(own.decode(), siblings, missing, federation.restarts(settings.worker_dir))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

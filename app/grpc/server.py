@@ -33,7 +33,9 @@ class GrpcServer:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", max(settings.max_output_bytes * 2, 64 * 1024**2)),
-            ("grpc.so_reuseport", 0),
+            # Workers of one group share the port (the kernel spreads connections); a lone
+            # server must not silently share it with a stranger.
+            ("grpc.so_reuseport", 1 if settings.worker_dir is not None else 0),
         ])
         server.add_generic_rpc_handlers((generic_handler(self.service),))
         address = f"{settings.host}:{settings.grpc_port}"

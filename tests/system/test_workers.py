@@ -1,0 +1,138 @@
+"""``scriptserve serve --workers 2`` on a real port: one server to its clients (an upload
+through any worker is served by all, one set of metrics, one generated admin token), a
+worker that dies is restarted, and SIGTERM drains every worker."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.support import fakes
+from tests.support.server import LiveServer, children_of
+
+pytestmark = pytest.mark.slow
+X = [[0.25] * 320]
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[LiveServer]:
+    # No admin token configured: the workers must agree on the one they generate.
+    with LiveServer(tmp_path / "store", token="", SCRIPTSERVE_WORKERS="2", SCRIPTSERVE_ADMIN_TOKEN="",
+                    SCRIPTSERVE_STORE_SYNC_S="1", SCRIPTSERVE_REQUEST_TIMEOUT_S="600",
+                    SCRIPTSERVE_SHUTDOWN_GRACE_S="600") as live:
+        wait_for_workers(live, 2)
+        live.token = (tmp_path / "store" / ".admin_token").read_text().strip()
+        yield live
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == want:
+            return float(match.group(2))
+    return 0.0
+
+
+def wait_for_workers(server: LiveServer, count: int, restarts: int = 0) -> str:
+    deadline = time.monotonic() + 180
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        if metric(text, "scriptserve_workers") == count and \
+                metric(text, "scriptserve_worker_restarts_total") >= restarts:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"workers did not answer: {text[-2000:]}")
+
+
+def workers(server: LiveServer) -> list[int]:
+    assert server.proc is not None
+    return children_of(server.proc.pid)
+
+
+def test_an_upload_through_one_worker_is_served_by_all_with_one_set_of_metrics(group, tmp_path):
+    assert len(workers(group)) == 2
+    archive = fakes.save("classifier", tmp_path)
+    for attempt in range(6):  # the generated token: every worker accepts it, whoever answers
+        assert httpx.get(f"{group.url}/models", timeout=10).status_code == 200
+        r = httpx.delete(f"{group.url}/models/none-{attempt}", headers=group.auth, timeout=30)
+        assert r.status_code == 404, r.text  # authorized (401 otherwise), then not found
+    r = group.upload("clf", archive)
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    expected = torch.jit.load(str(archive))(torch.tensor(X))
+    count = 60
+    for _ in range(count):  # new connections: the kernel spreads them over both workers
+        answer = httpx.post(f"{group.url}/models/clf/versions/{version}/predict", json={"inputs": X},
+                            timeout=600)
+        assert answer.status_code == 200, answer.text
+        assert torch.allclose(torch.tensor(answer.json()["outputs"]), expected, atol=1e-6)
+    text = httpx.get(f"{group.url}/metrics", timeout=10).text
+    own = httpx.get(f"{group.url}/metrics", params={"scope": "worker"}, timeout=10).text
+    labels = {"model": "clf", "version": str(version), "status": "ok"}
+    assert metric(text, "scriptserve_requests_total", **labels) == count
+    assert metric(own, "scriptserve_requests_total", **labels) < count  # both workers served
+    assert metric(text, "scriptserve_workers") == 2
+    assert metric(text, "scriptserve_store_versions_served", model="clf") == 1
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
+                               capture_output=True, timeout=60)
+        assert check.returncode == 0, check.stderr.decode() + check.stdout.decode()
+
+
+def test_a_worker_that_dies_is_restarted_and_serves_again(group, tmp_path):
+    archive = fakes.save("classifier", tmp_path)
+    assert group.upload("clf", archive).status_code == 201
+    before = workers(group)
+    victim = before[0]
+    subprocess.run(["kill", "-9", str(victim)], check=True)
+    text = wait_for_workers(group, 2, restarts=1)
+    assert metric(text, "scriptserve_worker_restarts_total") == 1
+    after = workers(group)
+    assert victim not in after and len(after) == 2
+    for _ in range(20):
+        r = httpx.post(f"{group.url}/models/clf/predict", json={"inputs": X}, timeout=600)
+        assert r.status_code == 200, r.text
+
+
+def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
+    archive = fakes.save("slow_classifier", tmp_path)
+    assert group.upload("held", archive, batching="off").status_code == 201
+    pids = workers(group)
+    results: list = []
+
+    def call() -> None:
+        try:
+            results.append(httpx.post(f"{group.url}/models/held/predict", json={"inputs": X},
+                                      timeout=600).status_code)
+        except httpx.HTTPError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{group.url}/metrics", timeout=30).text
+        if metric(text, "scriptserve_requests_in_flight", model="held", version="1") == 6:
+            break
+        time.sleep(0.05)
+    assert group.proc is not None
+    group.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(600)
+    assert results == [200] * 6
+    assert group.proc.wait(120) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
