@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-NATIVE_PREFIXES = ("/models", "/operations", "/health", "/ready")
+NATIVE_PREFIXES = ("/models", "/operations", "/health", "/ready", "/metrics")
 V2_PREFIX = "/v2"
 ERROR_SCHEMA = {
     "type": "object",
