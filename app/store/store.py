@@ -6,6 +6,8 @@ Keys (on any backend, see ``app.store.backend``)::
     models/<name>/versions/<v>.json          the version record (its metadata), written once
     models/<name>/tombstones/<v>.json        written once when the version is deleted
     models/<name>/pins/<seq>.json            {"version": v or null}; the highest seq holds
+    models/<name>/quarantine/<v>-<seq>.json  {"quarantined": bool, "reason": ...}; the highest
+                                             seq holds (a version that cannot be loaded)
 
 Commit: the blob first, then the version record, created only if absent, so a version is
 visible only once its bytes are complete; a crash at any point leaves at most an unreferenced
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ARCHIVE_FILE = "model.torchscript"  # the archive's name inside a staging folder
 _KEY = re.compile(r"^models/([^/]+)/(versions|tombstones|pins)/(\d+)\.json$")
+_QUARANTINE = re.compile(r"^models/([^/]+)/quarantine/(\d+)-(\d+)\.json$")
 _RETRIES = 20
 _HOST = socket.gethostname().replace("-", "_")[:40]
 _STAGING = re.compile(r"^(.+)-(\d+)-[0-9a-f]{12}$")
@@ -93,6 +96,8 @@ class StoreState:
     pins: dict[str, tuple[int, int | None]] = field(default_factory=dict)
     """name -> (the pin's sequence number, the pinned version or None)."""
     tombstones: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    quarantined: dict[str, dict[int, str]] = field(default_factory=dict)
+    """name -> version -> why it is quarantined (not loaded until an admin retries it)."""
 
 
 def _version_key(name: str, version: int) -> str:
@@ -154,11 +159,20 @@ class ModelStore:
         """Every live version record and pin (one listing, then cached reads); of one model
         when ``name`` is given."""
         seen: dict[str, dict[str, dict[int, str]]] = {}
+        marks: dict[tuple[str, int], tuple[int, str]] = {}
         for key in self.backend.keys(f"models/{name}/" if name else "models/"):
             m = _KEY.match(key)
             if m:
                 seen.setdefault(m[1], {}).setdefault(m[2], {})[int(m[3])] = key
+            elif q := _QUARANTINE.match(key):
+                mark = (q[1], int(q[2]))
+                if int(q[3]) > marks.get(mark, (0, ""))[0]:
+                    marks[mark] = (int(q[3]), key)
         state = StoreState()
+        for (model, version), (_, key) in marks.items():
+            note = self._record(key) or {}
+            if note.get("quarantined"):
+                state.quarantined.setdefault(model, {})[version] = str(note.get("reason", ""))
         for name, kinds in seen.items():
             dead = set(kinds.get("tombstones", {}))
             live = {}
@@ -289,6 +303,19 @@ class ModelStore:
             if self.backend.create(f"models/{name}/pins/{seq:012d}.json", data):
                 return seq
         raise ConflictError(f"could not pin {name!r}: too many concurrent changes; try again")
+
+    def write_quarantine(self, name: str, version: int, reason: str | None) -> int:
+        """Quarantine a version (``reason``), or lift its quarantine (None); the newest record
+        holds. Returns the record's sequence number."""
+        for _ in range(_RETRIES):
+            taken = [int(m[3]) for key in self.backend.keys(f"models/{name}/quarantine/")
+                     if (m := _QUARANTINE.match(key)) and int(m[2]) == version]
+            seq = max(taken, default=0) + 1
+            data = json.dumps({"quarantined": reason is not None, "reason": reason,
+                               "at": time.time(), "host": _HOST}).encode()
+            if self.backend.create(f"models/{name}/quarantine/{version}-{seq:012d}.json", data):
+                return seq
+        raise ConflictError(f"could not record the quarantine of {name!r} version {version}; try again")
 
     def collect_garbage(self, grace_s: float) -> list[str]:
         """Remove blobs that no live version uses and whose last user was deleted more than

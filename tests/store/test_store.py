@@ -124,6 +124,21 @@ def test_pins_newest_wins(tmp_path):
     assert store.read_pin("m") is None and store.state().pins["m"] == (first + 1, None)
 
 
+def test_a_quarantine_holds_until_a_newer_record_lifts_it_and_other_servers_see_it(tmp_path):
+    store = prepared(tmp_path)
+    for i in range(2):
+        store.commit(staged(store, bytes([i])), "m", None, {})
+    assert store.state().quarantined == {}
+    assert store.write_quarantine("m", 2, "its load hung") == 1
+    other = ModelStore(tmp_path)  # another server on the same store
+    assert other.state().quarantined == {"m": {2: "its load hung"}}
+    assert set(other.state().versions["m"]) == {1, 2}  # still stored: retry or delete decides
+    assert store.write_quarantine("m", 2, None) == 2
+    assert ModelStore(tmp_path).state().quarantined == {}
+    store.write_quarantine("m", 2, "again")
+    assert ModelStore(tmp_path).state("m").quarantined == {"m": {2: "again"}}
+
+
 def test_prepare_removes_abandoned_uploads_only(tmp_path):
     store = prepared(tmp_path)
     mine = store.new_staging_dir()  # this process is alive: an upload in progress
