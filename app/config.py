@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     """Set by the worker supervisor: this worker's number in its group."""
     worker_fd: int | None = None
     """Set by the worker supervisor: the inherited listening socket."""
+    worker_restarted: bool = False
+    """Set by the worker supervisor: this worker replaces one that died, so its siblings are
+    serving; it takes connections only once it serves the store (as workers above 0 do)."""
     device: str = "auto"
     """Default device for models: ``auto`` (first CUDA device if present, else cpu), ``cpu``,
     ``cuda`` or ``cuda:N``."""
@@ -146,6 +149,19 @@ class Settings(BaseSettings):
     size."""
     trial_timeout_s: float = Field(120.0, gt=0)
     """Wall-clock (and CPU-time) limit of the trial-load process."""
+    model_hosts: Literal["per-version", "per-device", "inline"] = "per-version"
+    """Where model code runs (docs/isolation.md): ``per-version``, a supervised host process for
+    each version; ``per-device``, one host per device shared by its versions; ``inline``, in
+    the server's own process (no isolation: a stuck model stops the server)."""
+    host_memory_bytes: int = Field(16 * 1024**3, ge=0)
+    """Address-space limit (RLIMIT_AS) of each model host; 0: none. Not applied to hosts of
+    CUDA devices (the driver reserves more address space than any useful limit)."""
+    host_load_timeout_s: float = Field(120.0, gt=0)
+    """Longest a model host may take to load a version (and to warm it up, or probe it); past
+    it the host is killed. A version whose load fails twice is quarantined."""
+    host_forward_grace_s: float = Field(5.0, gt=0)
+    """How long a forward pass may run past its request's deadline (answered 504 at the
+    deadline) before its host is killed and restarted."""
     max_concurrent_predictions: int = Field(512, ge=1)
     """Most prediction requests inside the server at once (all models); more are answered
     503 with Retry-After at once, before their body is read."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -26,6 +27,9 @@ from app.config import Settings
 from app.errors import ConflictError
 from app.examples import scripted_classifier
 from app.grpc.server import GrpcServer
+from app.hosting.child import HostLimits
+from app.hosting.host import RestartObserver
+from app.hosting.hosted import HostPool
 from app.intake.gate import ArchiveGate
 from app.intake.operations import Operations
 from app.security import load_or_create_admin_token
@@ -53,11 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_output_bytes=settings.max_output_bytes,
     )
     metrics = Metrics() if settings.metrics_enabled else None
+    hosts = host_pool(settings, metrics.record_host_restart if metrics else None)
     loader = Loader(
         settings.device, policy,
         observer_factory=metrics.stats_for if metrics else None,
         load_observer=metrics.observe_load if metrics else None,
         gate=ArchiveGate.from_settings(settings),
+        hosts=hosts,
     )
     registry = Registry(store, loader)
     ops = Operations(OperationLog(store.backend))
@@ -79,10 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.admin_token, settings.admin_token_file
         )
         loaded = asyncio.Event()
+        if hosts is not None:
+            hosts.on_broken = functools.partial(registry.host_gave_up, asyncio.get_running_loop())
         loader = asyncio.create_task(_load(app, registry, store, settings, sync, loaded))
-        if settings.worker_dir is not None and settings.worker_index > 0:
-            # A worker takes connections from the shared port only once it serves the store;
-            # worker 0 answers at once (health, readiness false) so probes see the server.
+        if settings.worker_dir is not None and (settings.worker_index > 0 or settings.worker_restarted):
+            # A worker takes connections from the shared port only once it serves the store
+            # (loading in model hosts takes seconds); worker 0's first start answers at once
+            # (health, readiness false) so probes see the server.
             await loaded.wait()
         grpc_server = GrpcServer(settings, app.state)  # same process and event loop as uvicorn
         app.state.grpc_port = await grpc_server.start()
@@ -94,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await loader
             await grpc_server.stop()
             await ops.close()
+            if hosts is not None:
+                # uvicorn has waited (up to the grace period) for every request: what a host
+                # still runs now is stuck or orphaned, so its calls fail and threads end at once
+                hosts.close()
             await registry.close()
 
     app = FastAPI(
@@ -179,6 +192,15 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
     loaded.set()
     log.info("ready: %d model(s) loaded", len(registry.names()))
     await sync.run()
+
+
+def host_pool(settings: Settings, on_restart: RestartObserver | None) -> HostPool | None:
+    """The model host processes of ``settings.model_hosts`` (None: inline, in this process)."""
+    if settings.model_hosts == "inline":
+        return None
+    limits = HostLimits(memory_bytes=settings.host_memory_bytes, threads=settings.torch_threads)
+    return HostPool(settings.model_hosts, limits, settings.host_load_timeout_s,
+                    settings.host_forward_grace_s, on_restart)
 
 
 async def _install_example(registry: Registry, store: ModelStore) -> bool:

@@ -25,6 +25,7 @@ def settings(tmp_path: Path) -> Settings:
         gc_freeze=False,
         trial_load=False,  # a process start per upload; real servers (LiveServer) keep it on
         grpc_port=0,  # off: in-process tests share the machine; gRPC tests pick a free port
+        model_hosts="inline",  # a process per version; real servers and tests/hosting host them
     )
 
 

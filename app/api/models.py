@@ -170,6 +170,7 @@ async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> Mode
         "default_version": registry.default_version(name),
         "pinned_version": registry.pinned(name),
         "versions": [mv.info() for mv in versions],
+        **({"quarantined_versions": held} if (held := registry.quarantined_versions(name)) else {}),
     })
 
 
@@ -209,6 +210,17 @@ async def delete_version(
 ) -> Deleted:
     await registry.remove_version(name, version)
     return Deleted(name=name, deleted_versions=[version])
+
+
+@router.post(
+    "/models/{name}/versions/{version}/retry",
+    summary="Load a quarantined (or failed) version again, now",
+    responses={409: {"description": "the version is serving"},
+               422: {"description": "the load failed again (quarantined again after two)"}},
+    response_model_exclude_unset=True,
+)
+async def retry_version(name: str, version: int, _: AdminDep, registry: RegistryDep) -> VersionInfo:
+    return VersionInfo.model_validate((await registry.retry(name, version)).info())
 
 
 @router.put("/models/{name}/default", summary="Pin the version that serves by default")

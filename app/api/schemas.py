@@ -129,6 +129,10 @@ class ModelDetail(BaseModel):
     default_version: int
     pinned_version: int | None = None
     versions: list[VersionInfo]
+    quarantined_versions: list[int] = Field(
+        default_factory=list,
+        description="stored versions not loaded: their loads failed, hung or killed their host "
+                    "twice (POST /models/{name}/versions/{version}/retry after a fix)")
 
 
 class DefaultVersion(BaseModel):

@@ -87,7 +87,8 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def spawn(self, index: int) -> None:
-        env = {**self.env, "SCRIPTSERVE_WORKER_INDEX": str(index)}
+        env = {**self.env, "SCRIPTSERVE_WORKER_INDEX": str(index),
+               "SCRIPTSERVE_WORKER_RESTARTED": "1" if index in self.procs else "0"}
         self.procs[index] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "app.cli", "serve"], env=env,
             pass_fds=(self.sock.fileno(),), preexec_fn=_die_with_parent,  # noqa: PLW1509

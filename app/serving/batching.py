@@ -28,7 +28,7 @@ from app.errors import (
     exception_line,
     is_out_of_memory,
 )
-from app.serving.batch_safety import BatchSafety, check_batch_safety
+from app.serving.batch_safety import BatchSafety
 from app.serving.runtime import LoadedModel, batch_key, batch_rows, collate, split
 from app.wire.casting import from_model_error
 
@@ -133,6 +133,16 @@ class Batcher:
             _resolve(job, NotReadyError(f"{self.label} was unloaded before this request ran"))
 
     @property
+    def running(self) -> bool:
+        """Whether an inference thread is still alive (stopped: one still inside a forward)."""
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self) -> None:
+        """Wait for every inference thread to end (after ``stop``)."""
+        for t in self._threads:
+            t.join()
+
+    @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
@@ -141,12 +151,13 @@ class Batcher:
         """Requests submitted and not yet answered: queued, batching or running."""
         return self._waiting
 
-    def decide_batching(self, template: list[torch.Tensor]) -> BatchSafety | None:
+    def decide_batching(self, template: list[torch.Tensor], deadline: float | None = None
+                        ) -> BatchSafety | None:
         """Run the batch-safety probe now (idempotent; thread-safe)."""
         with self._decide_lock:
             if self.state.enabled is not None:
                 return None
-            result = check_batch_safety(self.model.forward, template)
+            result = self.model.batch_safety(template, deadline)
             self.state = BatchingState(result.safe, result.reason)
             log.info("%s batch-safety probe: %s (%s)", self.label, result.safe, result.reason)
             return result
@@ -261,7 +272,12 @@ class Batcher:
             return
         # an empty input tells the probe nothing (and breaks its sampling): wait for a real one
         if self.state.enabled is None and live[0].rows and all(t.numel() for t in live[0].inputs):
-            self.decide_batching(live[0].inputs)
+            try:
+                self.decide_batching(live[0].inputs, live[0].deadline)
+            except ScriptServeError as exc:  # the model's host failed under the probe
+                for job in live:
+                    _resolve(job, exc)
+                return
         self._forward_group(live)
 
     def _forward_group(self, jobs: list[Job]) -> None:
@@ -270,11 +286,16 @@ class Batcher:
             job.started_at = start
         rows = sum(j.rows or 1 for j in jobs)
         try:
+            deadline = max(j.deadline for j in jobs)
             if len(jobs) == 1:
-                outputs = [self.model.forward(jobs[0].inputs)]
+                outputs = [self.model.run(jobs[0].inputs, deadline)]
             else:
-                batched = self.model.forward(collate([j.inputs for j in jobs]))
+                batched = self.model.run(collate([j.inputs for j in jobs]), deadline)
                 outputs = split(batched, [j.rows or 0 for j in jobs])
+        except ScriptServeError as exc:  # the model's host died or was killed: no retry alone
+            for job in jobs:
+                _resolve(job, exc)
+            return
         except Exception as exc:
             if len(jobs) > 1 and is_out_of_memory(exc):
                 # A large batch did not fit on the device: halve it before failing anyone.

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.errors import ModelLoadError
+from app.hosting.hosted import HostedModel, HostPool
 from app.intake.gate import ArchiveGate
 from app.intake.operations import stage
 from app.intake.signature import check_declared
@@ -30,6 +32,13 @@ LoadObserver = Callable[[float, BaseException | None], None]
 """Told the seconds each archive load took, and its error if it failed."""
 
 
+class QuarantineError(ModelLoadError):
+    """A stored version failed to load twice: record it, do not load it again until an admin
+    retries it."""
+
+    code = "quarantined"
+
+
 class Loader:
     """Loads archives on their device and starts their batchers."""
 
@@ -40,12 +49,14 @@ class Loader:
         observer_factory: ObserverFactory | None = None,
         load_observer: LoadObserver | None = None,
         gate: ArchiveGate | None = None,
+        hosts: HostPool | None = None,
     ) -> None:
         self.default_device = default_device
         self.default_policy = default_policy
         self.observer_factory = observer_factory
         self.load_observer = load_observer
         self.gate = gate  # archive screening + trial load (app.intake.gate); None trusts every archive
+        self.hosts = hosts  # model host processes (app.hosting); None loads in this process
 
     async def load_new(
         self,
@@ -53,6 +64,7 @@ class Loader:
         device_request: str,
         meta: dict[str, Any],
         prepare: Callable[[LoadedModel], None] | None = None,
+        label: str = "model",
     ) -> tuple[LoadedModel, dict[str, Any] | None]:
         """Admit and load an uploaded archive, warm it up on its example inputs; return it and
         its signature (declared in ``meta["io_spec"]``, else what the examples showed)."""
@@ -61,7 +73,16 @@ class Loader:
             stage("screening")
             await asyncio.to_thread(self.gate.admit, archive)
         stage("loading")
-        model = await self._load(archive, resolved)
+        model = await self._load(archive, resolved, label)
+        try:
+            io_spec = await self._check_new(model, meta, prepare)
+        except BaseException:
+            model.close()
+            raise
+        return model, io_spec
+
+    async def _check_new(self, model: LoadedModel, meta: dict[str, Any],
+                         prepare: Callable[[LoadedModel], None] | None) -> dict[str, Any] | None:
         if self.gate is not None:
             stage("checking")
             await asyncio.to_thread(self.gate.check_loaded, model)
@@ -76,22 +97,43 @@ class Loader:
                 io_spec = {**describe(model.signature.names, template, output), "source": "example_inputs"}
         if prepare is not None:
             await asyncio.to_thread(prepare, model)
-        return model, io_spec
+        return io_spec
 
     async def load_stored(self, stored: StoredVersion) -> LoadedModel:
-        """Load a committed version (start-up): screened again, the rules may have tightened."""
+        """Load a committed version (start-up): screened again, the rules may have tightened.
+        Hosted, a load that fails is tried once more at once; a second failure raises
+        ``QuarantineError`` (the caller records it: the version is not tried again)."""
         resolved = resolve_device(stored.meta.get("device"), self.default_device)
         if self.gate is not None:
             await asyncio.to_thread(self.gate.recheck, stored.archive)
-        model = await self._load(stored.archive, resolved)
-        if self.gate is not None:
-            await asyncio.to_thread(self.gate.check_loaded, model)
+        label = f"{stored.name}-v{stored.version}"
+        attempts = 2 if self.hosts is not None else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                model = await self._load(stored.archive, resolved, label)
+                break
+            except ModelLoadError as exc:
+                if attempt == attempts and self.hosts is not None:
+                    raise QuarantineError(
+                        f"quarantined after {attempts} failed loads: {exc.message}") from None
+                if attempt == attempts:
+                    raise
+                log.warning("loading %s failed (attempt %d): %s", label, attempt, exc.message)
+        try:
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.check_loaded, model)
+        except BaseException:
+            model.close()
+            raise
         return model
 
-    async def _load(self, archive: Path, device: str) -> LoadedModel:
+    async def _load(self, archive: Path, device: str, label: str) -> LoadedModel:
         start = time.monotonic()
         try:
-            model = await asyncio.to_thread(load_model, archive, device)
+            if self.hosts is not None:
+                model: LoadedModel = await asyncio.to_thread(self.hosts.load, label, str(archive), device)
+            else:
+                model = await asyncio.to_thread(load_model, archive, device)
         except Exception as exc:
             if self.load_observer is not None:
                 self.load_observer(time.monotonic() - start, exc)
@@ -118,6 +160,8 @@ class Loader:
             mode=saved.get("mode", base.mode),
             max_output_bytes=base.max_output_bytes,
         )
+        if isinstance(model, HostedModel):
+            model.moved(str(stored.archive))  # from the staging folder to the store
         observer = self.observer_factory(stored.name, stored.version) if self.observer_factory else None
         batcher = Batcher(model, policy, f"{stored.name}:{stored.version}", observer)
         template = example_inputs(stored.meta)

@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from app.errors import ConflictError, NotFoundError, NotReadyError, redact_paths
+from app.errors import ConflictError, ModelLoadError, NotFoundError, NotReadyError, redact_paths
 from app.intake.operations import stage
 from app.serving.batching import BatchPolicy
-from app.serving.loader import Loader
+from app.serving.loader import Loader, QuarantineError
 from app.serving.model_version import ModelVersion
 from app.serving.runtime import LoadedModel
-from app.store import ARCHIVE_FILE, ModelStore, StoreState
+from app.store import ARCHIVE_FILE, ModelStore, StoredVersion, StoreState
 from app.store.files import sha256_of
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class Registry:
         self.on_miss: Callable[[str, int | None], Awaitable[bool]] | None = None
         """Asked before a 404: may the store know this model or version? (convergence)"""
         self.unloaded: set[str] = set()  # stored, but taken out of serving here (repository unload)
+        self.quarantined: dict[str, str] = {}  # "name/version" -> why (the store keeps it too)
+        self._tasks: set[asyncio.Future] = set()
 
     # reading -------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -71,6 +73,13 @@ class Registry:
                 raise NotFoundError(
                     f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load"
                 )
+            held = self.quarantined_versions(name)
+            if held:
+                raise NotFoundError(
+                    f"model {name!r} has no loaded version: version(s) {held} are quarantined "
+                    f"(their loads failed, hung or killed their host twice): "
+                    f"{self.quarantined[f'{name}/{held[-1]}']}; after a fix, "
+                    f"POST /models/{name}/versions/{held[-1]}/retry, or delete them")
             raise NotFoundError(f"no model named {name!r}")
         if version is None:
             return entry.default  # type: ignore[return-value]
@@ -130,8 +139,14 @@ class Registry:
             if name in self.unloaded:  # taken out of serving here until loaded again
                 continue
             entry = self._entry(name)
+            marked = state.quarantined.get(name, {})
             for version, record in sorted(versions.items()):
-                if version not in entry.versions and self._may_try(f"{name}/{version}"):
+                key = f"{name}/{version}"
+                if version in marked:
+                    self._mark_quarantined(key, marked[version])
+                    continue
+                self.quarantined.pop(key, None)  # lifted elsewhere (a retry on another server)
+                if version not in entry.versions and self._may_try(key):
                     await self._activate_record(entry, name, version, record)
             seq, pinned = state.pins.get(name, (0, None))
             if seq > entry.pin_seq:
@@ -150,8 +165,10 @@ class Registry:
             try:
                 stored = await asyncio.to_thread(self.store.read, name, version, record)
                 model = await self.loader.load_stored(stored)
-                learnt = await asyncio.to_thread(self.store.read_learnt, stored)
-                self._show(await self.loader.serve(stored, model, learnt))
+                await self._serve_loaded(stored, model)
+            except QuarantineError as exc:
+                await self._quarantine(name, version, exc.message)
+                return
             except Exception as exc:
                 self.load_failures[key] = redact_paths(str(exc))[:300]
                 self._failed_at[key] = time.monotonic()
@@ -159,6 +176,88 @@ class Registry:
                 return
         self.load_failures.pop(key, None)
         self._failed_at.pop(key, None)
+
+    def _release(self, mv: ModelVersion) -> None:
+        """Close a retired version's model (its host) once its inference threads are done: a
+        forward still running past the drain finishes for its requests (deadline + grace)."""
+        if not mv.batcher.running:
+            mv.model.close()
+            return
+
+        async def later() -> None:
+            await asyncio.to_thread(mv.batcher.join)
+            mv.model.close()
+
+        task = asyncio.ensure_future(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_loaded(self, stored: StoredVersion, model: LoadedModel) -> None:
+        try:
+            learnt = await asyncio.to_thread(self.store.read_learnt, stored)
+            self._show(await self.loader.serve(stored, model, learnt))
+        except BaseException:
+            model.close()
+            raise
+
+    # quarantine ----------------------------------------------------------------------------
+    async def _quarantine(self, name: str, version: int, reason: str) -> None:
+        """Record in the store that a version cannot be loaded: no server tries it again."""
+        reason = redact_paths(reason)[:300]
+        self._mark_quarantined(f"{name}/{version}", reason)
+        try:
+            await asyncio.to_thread(self.store.write_quarantine, name, version, reason)
+        except Exception as exc:  # kept here at least; the next sync on another server decides alone
+            log.error("could not record the quarantine of %s/%d in the store: %s", name, version, exc)
+
+    def quarantined_versions(self, name: str) -> list[int]:
+        """Versions of ``name`` quarantined here (not loaded until an admin retries them)."""
+        return sorted(int(k.rsplit("/", 1)[1]) for k in self.quarantined if k.rsplit("/", 1)[0] == name)
+
+    def _forget_failure(self, key: str) -> None:
+        self.quarantined.pop(key, None)
+        self.load_failures.pop(key, None)
+        self._failed_at.pop(key, None)
+
+    def _mark_quarantined(self, key: str, reason: str) -> None:
+        if key not in self.quarantined:
+            log.error("model version %s is quarantined (not loaded until an admin retries it: "
+                      "POST /models/<name>/versions/<v>/retry): %s", key, reason)
+        self.quarantined[key] = reason
+        self.load_failures[key] = f"quarantined: {reason}"
+
+    def host_gave_up(self, loop: asyncio.AbstractEventLoop, model: LoadedModel, reason: str) -> None:
+        """A model's host could not load it again after restarts (any thread): quarantine and
+        retire the version it served."""
+        def settle() -> None:
+            for mv in self.all_versions():
+                if mv.model is model:
+                    task = asyncio.ensure_future(self._give_up(mv.name, mv.version, reason))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+        loop.call_soon_threadsafe(settle)
+
+    async def _give_up(self, name: str, version: int, reason: str) -> None:
+        await self._quarantine(name, version, reason)
+        await self._retire(name, version)
+
+    async def retry(self, name: str, version: int) -> ModelVersion:
+        """Lift a version's quarantine (or a failed load) and load it now; a failure: 422."""
+        record = await asyncio.to_thread(self.store.lookup, name, version)
+        if record is None:
+            raise NotFoundError(f"model {name!r} has no version {version}")
+        key = f"{name}/{version}"
+        entry = self._entry(name)
+        if version in entry.versions:
+            raise ConflictError(f"model {name!r} version {version} is serving; nothing to retry")
+        if key in self.quarantined:
+            await asyncio.to_thread(self.store.write_quarantine, name, version, None)
+        self._forget_failure(key)
+        await self._activate_record(entry, name, version, record)
+        if version not in entry.versions:
+            raise ModelLoadError(self.load_failures.get(key, "the version could not be loaded"))
+        return entry.versions[version]
 
     # the default version ------------------------------------------------------------------
     async def pin(self, name: str, version: int) -> ModelVersion:
@@ -215,7 +314,8 @@ class Registry:
                 raise ConflictError(f"model {name!r} version {version} already exists")
             device_request = device or self.loader.default_device
             archive = staging / ARCHIVE_FILE
-            model, io_spec = await self.loader.load_new(archive, device_request, extra_meta or {}, prepare)
+            model, io_spec = await self.loader.load_new(archive, device_request, extra_meta or {},
+                                                        prepare, label=name)
             meta = {  # the store adds name, version (the next free one when None) and sha256
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "archive_bytes": archive.stat().st_size,
@@ -232,8 +332,12 @@ class Registry:
                 **({"io_spec": io_spec} if io_spec else {}),
             }
             stage("committing")  # in the event loop: a cancel can no longer slip in after this
-            stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
-            served = self._show(await self.loader.serve(stored, model))
+            try:
+                stored = await asyncio.to_thread(self.store.commit, staging, name, version, meta)
+                served = self._show(await self.loader.serve(stored, model))
+            except BaseException:
+                model.close()
+                raise
             stage("serving")
             return served
 
@@ -244,6 +348,10 @@ class Registry:
 
     async def remove_version(self, name: str, version: int, unpin: bool = False) -> None:
         """Tombstone a version in the store, then hide it and drain its requests here."""
+        if f"{name}/{version}" in self.quarantined:  # stored, never served: nothing to drain
+            await asyncio.to_thread(self.store.delete, name, version)
+            self._forget_failure(f"{name}/{version}")
+            return
         await self.resolve(name, version)
         entry = self._entries[name]
         async with entry.lock:
@@ -271,12 +379,18 @@ class Registry:
             if mv is None:
                 return
             await mv.batcher.stop()
+            self._release(mv)
             if not entry.versions and entry.pinned is None:
                 self._entries.pop(name, None)
 
     async def remove_model(self, name: str) -> list[int]:
         """Remove every version of ``name``."""
         entry = self._entries.get(name)
+        held = self.quarantined_versions(name)
+        for version in held:
+            await self.remove_version(name, version)
+        if held and (entry is None or not entry.versions):
+            return held
         if name in self.unloaded and (entry is None or not entry.versions):
             removed = await asyncio.to_thread(self.store.versions, name)
             for version in removed:  # unloaded: nothing serving to drain
@@ -316,6 +430,8 @@ class Registry:
             removed = sorted(entry.versions)
             versions = [entry.versions.pop(v) for v in removed]
             await asyncio.gather(*(mv.batcher.stop() for mv in versions))
+            for mv in versions:
+                self._release(mv)
             await asyncio.gather(*(mv.flush_learnt() for mv in versions), return_exceptions=True)
         return removed
 
@@ -333,8 +449,10 @@ class Registry:
                 stored = await asyncio.to_thread(self.store.read, name, version)
                 try:
                     model = await self.loader.load_stored(stored)
-                    learnt = await asyncio.to_thread(self.store.read_learnt, stored)
-                    self._show(await self.loader.serve(stored, model, learnt))
+                    await self._serve_loaded(stored, model)
+                except QuarantineError as exc:
+                    await self._quarantine(name, version, exc.message)
+                    raise
                 except Exception as exc:
                     self.load_failures[f"{name}/{version}"] = redact_paths(str(exc))[:300]
                     raise
@@ -343,9 +461,9 @@ class Registry:
             self.unloaded.discard(name)
         return loaded
 
-    async def close(self) -> None:
+    async def close(self, drain_timeout_s: float = 30.0) -> None:
         """Drain and stop every batcher (shutdown)."""
-        await asyncio.gather(*(mv.batcher.stop() for mv in self.all_versions()))
+        await asyncio.gather(*(mv.batcher.stop(drain_timeout_s) for mv in self.all_versions()))
         await asyncio.gather(*(mv.flush_learnt() for mv in self.all_versions()), return_exceptions=True)
 
 

@@ -163,6 +163,20 @@ class LoadedModel:
 
         return {**module_code(self.module, view), "format": self.format}  # type: ignore[arg-type]
 
+    def run(self, inputs: list[torch.Tensor], deadline: float | None = None) -> Any:
+        """``forward`` for the batcher: ``deadline`` (monotonic) is when its requests give up
+        (a hosted model's host is killed a grace period past it; in process it is not used)."""
+        return self.forward(inputs)
+
+    def batch_safety(self, template: list[torch.Tensor], deadline: float | None = None) -> Any:
+        """Run the batch-safety probe (``app.serving.batch_safety``) on this model."""
+        from app.serving.batch_safety import check_batch_safety
+
+        return check_batch_safety(self.forward, template)
+
+    def close(self) -> None:
+        """Release what the model holds outside this object (a hosted model: its host)."""
+
     def forward(self, inputs: list[torch.Tensor]) -> Any:
         """Run one forward pass on host tensors; returns outputs on the host."""
         if self.on_cuda:

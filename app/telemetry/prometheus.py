@@ -82,6 +82,12 @@ class Metrics:
         self.load_failures = Counter(
             "scriptserve_model_load_failures", "Archives that failed to load, by error code.",
             ["reason"], registry=r)
+        self.host_restarts = Counter(
+            "scriptserve_model_host_restarts",
+            "Model host processes restarted after they died or were killed, by reason "
+            "(timeout: a load or forward past its limit; crashed: the host died; memory: recycled "
+            "after a call ran out of memory).",
+            ["reason"], registry=r)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)  # collections matter here: see gc_freeze in app/config.py
@@ -94,6 +100,11 @@ class Metrics:
     def watch(self, models: Registry) -> None:
         """Export the serving numbers of every version ``models`` holds."""
         self.registry.register(ServingCollector(models.all_versions))
+        self.registry.register(QuarantineCollector(models))
+
+    def record_host_restart(self, label: str, reason: str) -> None:
+        """For the model hosts: one call per restart."""
+        self.host_restarts.labels(reason if reason in ("timeout", "crashed", "memory") else "other").inc()
 
     # events --------------------------------------------------------------------------------
     def observe_load(self, seconds: float, error: BaseException | None) -> None:
@@ -125,6 +136,24 @@ class Metrics:
 def version_stats(mv: ModelVersion) -> VersionStats | None:
     observer = mv.batcher.observer
     return observer if isinstance(observer, VersionStats) else None
+
+
+class QuarantineCollector:
+    """How many stored versions are quarantined here (they fail to load: docs/isolation.md)."""
+
+    def __init__(self, models: Registry) -> None:
+        self.models = models
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "scriptserve_quarantined_versions",
+            "Versions not loaded because their loads failed, hung or killed their host twice; "
+            "an admin lifts it (POST /models/{name}/versions/{v}/retry).")
+        gauge.add_metric([], len(self.models.quarantined))
+        yield gauge
 
 
 class ServingCollector:

@@ -33,6 +33,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def task_children(pid: int) -> list[int]:
+    """A server's children other than its model hosts: its compile and trial processes."""
+    found = []
+    for child in children_of(pid):
+        try:
+            if b"app.hosting.child" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass  # it just ended
+    return found
+
+
 class LiveServer:
     """Start, stop, kill and restart a server process on a given store."""
 

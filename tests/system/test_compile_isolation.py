@@ -13,7 +13,7 @@ import pytest
 
 from app.examples import scripted_classifier
 from tests.support.compile_sources import write_source
-from tests.support.server import LiveServer, children_of
+from tests.support.server import LiveServer, task_children
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_infinite_loop_is_killed_while_predictions_go_on(server, tmp_path):
     assert "was killed" in error["message"] and "loop forever" in error["message"]
     assert "limit of" in error["message"] and "raise SCRIPTSERVE_COMPILE_" in error["message"]
     assert served > 0
-    assert server.proc is not None and children_of(server.proc.pid) == []
+    assert server.proc is not None and task_children(server.proc.pid) == []
     assert httpx.get(server.url + "/models/infinite-loop", timeout=10).status_code == 404
     assert_serving(server)
 

@@ -14,7 +14,7 @@ import pytest
 from app.examples import scripted_classifier
 from tests.support.api import TOKEN
 from tests.support.compile_sources import write_source
-from tests.support.server import LiveServer, children_of
+from tests.support.server import LiveServer, task_children
 
 pytestmark = pytest.mark.slow
 ASYNC = {"Prefer": "respond-async"}
@@ -107,11 +107,16 @@ def test_spinning_source_ends_as_an_operation_error_naming_the_limit(server, tmp
     assert httpx.get(f"{server.url}/models/spin-async", timeout=10).status_code == 404
 
 
+def tasks_of(server: LiveServer) -> list[int]:
+    assert server.proc is not None
+    return task_children(server.proc.pid)
+
+
 def test_cancel_mid_compile_kills_the_process_and_stores_nothing(server, tmp_path):
     r = post_spin(server, tmp_path, "spin-cancel")
     op_id = r.json()["id"]
     deadline = time.monotonic() + 60
-    while not children_of(server.proc.pid):  # the compile process is running
+    while not tasks_of(server):  # the compile process is running
         assert time.monotonic() < deadline, "no compile process started"
         time.sleep(0.05)
     r = httpx.delete(f"{server.url}/operations/{op_id}", headers=server.auth, timeout=60)
@@ -119,9 +124,9 @@ def test_cancel_mid_compile_kills_the_process_and_stores_nothing(server, tmp_pat
     assert r.json()["state"] == "cancelled"
     assert "nothing was stored" in r.json()["error"]["message"]
     deadline = time.monotonic() + 10
-    while children_of(server.proc.pid) and time.monotonic() < deadline:
+    while tasks_of(server) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert children_of(server.proc.pid) == []
+    assert tasks_of(server) == []
     assert httpx.get(f"{server.url}/models/spin-cancel", timeout=10).status_code == 404
     assert not (server.store / "spin-cancel").exists()
     assert list((server.store / ".staging").iterdir()) == []
