@@ -170,7 +170,7 @@ async def describe_model(name: str, _: ReaderDep, registry: RegistryDep) -> Mode
         "default_version": registry.default_version(name),
         "pinned_version": registry.pinned(name),
         "versions": [mv.info() for mv in versions],
-        **({"quarantined_versions": held} if (held := registry.quarantined_versions(name)) else {}),
+        **({"quarantined_versions": held} if (held := registry.quarantine.versions(name)) else {}),
     })
 
 

@@ -23,6 +23,7 @@ from app.intake.operations import stage
 from app.serving.batching import BatchPolicy
 from app.serving.loader import Loader, QuarantineError
 from app.serving.model_version import ModelVersion
+from app.serving.quarantine import Quarantine
 from app.serving.runtime import LoadedModel
 from app.store import ARCHIVE_FILE, ModelStore, StoredVersion, StoreState
 from app.store.files import sha256_of
@@ -56,7 +57,7 @@ class Registry:
         self.on_miss: Callable[[str, int | None], Awaitable[bool]] | None = None
         """Asked before a 404: may the store know this model or version? (convergence)"""
         self.unloaded: set[str] = set()  # stored, but taken out of serving here (repository unload)
-        self.quarantined: dict[str, str] = {}  # "name/version" -> why (the store keeps it too)
+        self.quarantine = Quarantine(store)  # versions not loaded until an admin acts
         self._tasks: set[asyncio.Future] = set()
 
     # reading -------------------------------------------------------------------------------
@@ -73,12 +74,12 @@ class Registry:
                 raise NotFoundError(
                     f"model {name!r} is unloaded; load it with POST /v2/repository/models/{name}/load"
                 )
-            held = self.quarantined_versions(name)
+            held = self.quarantine.versions(name)
             if held:
                 raise NotFoundError(
                     f"model {name!r} has no loaded version: version(s) {held} are quarantined "
                     f"(their loads failed, hung or killed their host twice): "
-                    f"{self.quarantined[f'{name}/{held[-1]}']}; after a fix, "
+                    f"{self.quarantine.reason(name, held[-1])}; after a fix, "
                     f"POST /models/{name}/versions/{held[-1]}/retry, or delete them")
             raise NotFoundError(f"no model named {name!r}")
         if version is None:
@@ -143,9 +144,10 @@ class Registry:
             for version, record in sorted(versions.items()):
                 key = f"{name}/{version}"
                 if version in marked:
-                    self._mark_quarantined(key, marked[version])
+                    self.quarantine.mark(key, marked[version])
+                    self.load_failures[key] = f"quarantined: {marked[version]}"
                     continue
-                self.quarantined.pop(key, None)  # lifted elsewhere (a retry on another server)
+                self.quarantine.forget(key)  # lifted elsewhere (a retry on another server)
                 if version not in entry.versions and self._may_try(key):
                     await self._activate_record(entry, name, version, record)
             seq, pinned = state.pins.get(name, (0, None))
@@ -202,29 +204,13 @@ class Registry:
 
     # quarantine ----------------------------------------------------------------------------
     async def _quarantine(self, name: str, version: int, reason: str) -> None:
-        """Record in the store that a version cannot be loaded: no server tries it again."""
-        reason = redact_paths(reason)[:300]
-        self._mark_quarantined(f"{name}/{version}", reason)
-        try:
-            await asyncio.to_thread(self.store.write_quarantine, name, version, reason)
-        except Exception as exc:  # kept here at least; the next sync on another server decides alone
-            log.error("could not record the quarantine of %s/%d in the store: %s", name, version, exc)
-
-    def quarantined_versions(self, name: str) -> list[int]:
-        """Versions of ``name`` quarantined here (not loaded until an admin retries them)."""
-        return sorted(int(k.rsplit("/", 1)[1]) for k in self.quarantined if k.rsplit("/", 1)[0] == name)
+        reason = await self.quarantine.record(name, version, reason)
+        self.load_failures[f"{name}/{version}"] = f"quarantined: {reason}"
 
     def _forget_failure(self, key: str) -> None:
-        self.quarantined.pop(key, None)
+        self.quarantine.forget(key)
         self.load_failures.pop(key, None)
         self._failed_at.pop(key, None)
-
-    def _mark_quarantined(self, key: str, reason: str) -> None:
-        if key not in self.quarantined:
-            log.error("model version %s is quarantined (not loaded until an admin retries it: "
-                      "POST /models/<name>/versions/<v>/retry): %s", key, reason)
-        self.quarantined[key] = reason
-        self.load_failures[key] = f"quarantined: {reason}"
 
     def host_gave_up(self, loop: asyncio.AbstractEventLoop, model: LoadedModel, reason: str) -> None:
         """A model's host could not load it again after restarts (any thread): quarantine and
@@ -251,8 +237,7 @@ class Registry:
         entry = self._entry(name)
         if version in entry.versions:
             raise ConflictError(f"model {name!r} version {version} is serving; nothing to retry")
-        if key in self.quarantined:
-            await asyncio.to_thread(self.store.write_quarantine, name, version, None)
+        await self.quarantine.lift(name, version)
         self._forget_failure(key)
         await self._activate_record(entry, name, version, record)
         if version not in entry.versions:
@@ -348,7 +333,7 @@ class Registry:
 
     async def remove_version(self, name: str, version: int, unpin: bool = False) -> None:
         """Tombstone a version in the store, then hide it and drain its requests here."""
-        if f"{name}/{version}" in self.quarantined:  # stored, never served: nothing to drain
+        if f"{name}/{version}" in self.quarantine:  # stored, never served: nothing to drain
             await asyncio.to_thread(self.store.delete, name, version)
             self._forget_failure(f"{name}/{version}")
             return
@@ -386,7 +371,7 @@ class Registry:
     async def remove_model(self, name: str) -> list[int]:
         """Remove every version of ``name``."""
         entry = self._entries.get(name)
-        held = self.quarantined_versions(name)
+        held = self.quarantine.versions(name)
         for version in held:
             await self.remove_version(name, version)
         if held and (entry is None or not entry.versions):
@@ -461,9 +446,9 @@ class Registry:
             self.unloaded.discard(name)
         return loaded
 
-    async def close(self, drain_timeout_s: float = 30.0) -> None:
+    async def close(self) -> None:
         """Drain and stop every batcher (shutdown)."""
-        await asyncio.gather(*(mv.batcher.stop(drain_timeout_s) for mv in self.all_versions()))
+        await asyncio.gather(*(mv.batcher.stop() for mv in self.all_versions()))
         await asyncio.gather(*(mv.flush_learnt() for mv in self.all_versions()), return_exceptions=True)
 
 

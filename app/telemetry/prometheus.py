@@ -152,7 +152,7 @@ class QuarantineCollector:
             "scriptserve_quarantined_versions",
             "Versions not loaded because their loads failed, hung or killed their host twice; "
             "an admin lifts it (POST /models/{name}/versions/{v}/retry).")
-        gauge.add_metric([], len(self.models.quarantined))
+        gauge.add_metric([], len(self.models.quarantine))
         yield gauge
 
 
