@@ -152,3 +152,19 @@ def test_a_model_that_cannot_be_reloaded_twice_is_given_up_not_retried_forever(p
         with pytest.raises(NotReadyError, match="could not be loaded again"):
             model.forward([torch.zeros(1)])
     assert len(given_up) == 1 and "failed twice" in given_up[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_host_owns_its_device_and_answers_on_the_host(tmp_path):
+    hosts = HostPool("per-device", HostLimits(memory_bytes=MEMORY), load_timeout_s=120,
+                     forward_grace_s=1.0)
+    try:
+        archive = fakes.save("classifier", tmp_path)
+        model = hosts.load("clf", str(archive), "cuda:0")
+        assert str(model.device) == "cuda:0"
+        x = torch.randn(4, 320)
+        out = model.run([x], deadline=time.monotonic() + 60)
+        assert out.device.type == "cpu"
+        assert torch.allclose(out, load_model(archive, "cpu").forward([x]), atol=1e-5)
+    finally:
+        hosts.close()
