@@ -137,8 +137,8 @@ class ModelHost:
     def close(self) -> None:
         """Kill the process for good; calls in flight fail with reason ``stopped``."""
         self._closed = True
-        self._ready.set()  # waiters see the closed host at once
         self._kill(HostFailure("stopped", f"model host {self.label} was stopped"))
+        self._ready.set()  # waiters see the closed host at once
 
     def kill(self, failure: HostFailure) -> None:
         """Kill the process now (its calls fail with ``failure``) and start it again soon."""
