@@ -75,8 +75,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     """Default per-request deadline for predictions (504 when exceeded)."""
     shutdown_grace_s: float = Field(30.0, gt=0)
-    """How long SIGTERM waits for in-flight requests before cutting them off; keep it above
-    the longest forward pass (and below the orchestrator's kill timeout)."""
+    """How long SIGTERM waits for in-flight requests before cutting them off (all but its last
+    second; then stuck model hosts are killed and the server exits); keep it above the longest
+    forward pass (and below the orchestrator's kill timeout)."""
     max_upload_bytes: int = Field(2 * 1024**3, ge=1024)
     """Largest model upload accepted (413 past it)."""
     max_body_bytes: int = Field(64 * 1024**2, ge=1024)

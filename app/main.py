@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admin_token = load_or_create_admin_token(
             settings.admin_token, settings.admin_token_file
         )
+        if settings.gc_freeze:  # the imports: a full collection through them stalls /health
+            gc.collect()
+            gc.freeze()
         loaded = asyncio.Event()
         if hosts is not None:
             hosts.on_broken = functools.partial(registry.host_gave_up, asyncio.get_running_loop())

@@ -45,7 +45,8 @@ def _run(settings: Settings) -> int:
         log_level=settings.log_level,
         log_config=None,
         access_log=False,  # RequestContextMiddleware writes the access log, with request IDs
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+        # the last second of the grace is the lifespan's: kill stuck model hosts, drain, exit
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace_s) - 1),
     )
     uvicorn.Server(config).run(sockets=sockets)
     return 0

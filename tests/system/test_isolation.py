@@ -145,7 +145,8 @@ def test_versions_whose_loads_hang_or_blow_the_memory_limit_are_quarantined(tmp_
         server.wait("/health")  # listening; loading the store (two tries of each bad version)
         with Watch(server.url, None, X) as watch:
             server.wait("/ready", timeout_s=120)
-        watch.check()
+        # start-up: the server's own loading (and host starts) share 2 cores with /health
+        watch.check(health_limit_s=0.25)
         with Watch(server.url, "good", X) as watch:
             for name in ("spin", "alloc"):
                 r = httpx.get(f"{server.url}/models/{name}", timeout=10)
@@ -195,7 +196,7 @@ def test_sigterm_with_a_stuck_forward_exits_within_the_grace_period(tmp_path):
         code = server.proc.wait(60)
         took = time.monotonic() - start
         print(f"SIGTERM to exit with a stuck forward: {took:.2f} s (grace {grace:g} s)")
-        assert took < grace + 2.0
+        assert took < grace
         assert code in (0, -signal.SIGTERM)
         assert host is not None and not Path(f"/proc/{host}").exists()
         stuck.join(30)
