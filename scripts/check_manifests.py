@@ -36,7 +36,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VERSIONS = ("1.34.0", "1.37.0")
-SERVER_DRAIN_S = 30  # uvicorn's timeout_graceful_shutdown in app/cli/serve.py
+DEFAULT_DRAIN_S = 30.0  # SCRIPTSERVE_SHUTDOWN_GRACE_S when unset (app/config.py)
 KEDA_PROMETHEUS_KEYS = {  # keda pkg/scalers/prometheus_scaler.go, prometheusMetadata
     "serverAddress", "query", "threshold", "activationThreshold", "namespace", "customHeaders",
     "ignoreNullValues", "unsafeSsl", "queryParameters", "authModes", "timeout",
@@ -143,6 +143,20 @@ def sleep_seconds(container: dict[str, Any]) -> int:
     return 0
 
 
+def drain_seconds(container: dict[str, Any], config_maps: dict[str, dict[str, Any]]) -> float:
+    """The server's drain (``SCRIPTSERVE_SHUTDOWN_GRACE_S``) as the container gets it: its own
+    ``env`` over the ConfigMaps of its ``envFrom``, else the server's default."""
+    found = DEFAULT_DRAIN_S
+    for source in container.get("envFrom", []):
+        data = config_maps.get(source.get("configMapRef", {}).get("name", ""), {}).get("data", {})
+        if "SCRIPTSERVE_SHUTDOWN_GRACE_S" in data:
+            found = float(data["SCRIPTSERVE_SHUTDOWN_GRACE_S"])
+    for var in container.get("env", []):
+        if var.get("name") == "SCRIPTSERVE_SHUTDOWN_GRACE_S" and "value" in var:
+            found = float(var["value"])
+    return found
+
+
 def check_references(docs: list[dict[str, Any]], label: str, report: Report) -> None:
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for doc in docs:
@@ -189,8 +203,9 @@ def check_references(docs: list[dict[str, Any]], label: str, report: Report) -> 
             pod = spec.get("template", {}).get("spec", {})
             grace = int(pod.get("terminationGracePeriodSeconds", 30))
             for c in containers(doc):
-                need = sleep_seconds(c) + SERVER_DRAIN_S
-                report.check(grace >= need, f"{what} grace period {grace}s covers preStop + drain ({need}s)",
+                need = sleep_seconds(c) + drain_seconds(c, by_kind.get("ConfigMap", {}))
+                report.check(grace >= need,
+                             f"{what} grace period {grace}s covers preStop + drain ({need:g}s)",
                              "raise terminationGracePeriodSeconds")
 
 
@@ -217,7 +232,8 @@ def dashboard_expressions(path: Path, report: Report) -> None:
         for target in panel.get("targets", []):
             expr = (target["expr"].replace("$__rate_interval", "1m").replace("$model", ".*")
                     .replace("$version", ".*").replace("$job", ".*"))
-            report.expressions.append((f"{path.name} panel {panel.get('id')} {panel.get('title', '')!r}", expr))
+            where = f"{path.name} panel {panel.get('id')} {panel.get('title', '')!r}"
+            report.expressions.append((where, expr))
 
 
 def check_promql(report: Report) -> None:
@@ -244,9 +260,11 @@ def check_promql(report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=REPO / "deploy" / "kubernetes")
-    parser.add_argument("--dashboard", type=Path, default=REPO / "deploy" / "grafana" / "scriptserve-dashboard.json")
+    parser.add_argument("--dashboard", type=Path,
+                        default=REPO / "deploy" / "grafana" / "scriptserve-dashboard.json")
     parser.add_argument("--kubernetes-version", action="append", dest="versions",
-                        help=f"validate core kinds for this version (repeatable; default {', '.join(VERSIONS)})")
+                        help="validate core kinds for this version "
+                             f"(repeatable; default {', '.join(VERSIONS)})")
     args = parser.parse_args(argv)
     missing = [tool for tool in ("kubectl", "promtool") if shutil.which(tool) is None]
     if missing:

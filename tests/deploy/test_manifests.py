@@ -63,6 +63,8 @@ def edit(path: Path, old: str, new: str) -> None:
      "'metricQuery' was unexpected"),
     ("base/deployment.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 30",
      "grace period 30s covers preStop + drain (40s)"),
+    ("base/settings.env", "SCRIPTSERVE_SHUTDOWN_GRACE_S=30", "SCRIPTSERVE_SHUTDOWN_GRACE_S=60",
+     "grace period 45s covers preStop + drain (70s)"),
 ])
 def test_a_typo_fails_the_check(copy, file, old, new, expected):
     edit(copy / file, old, new)
@@ -73,7 +75,8 @@ def test_a_typo_fails_the_check(copy, file, old, new, expected):
 
 @pytest.mark.parametrize(("file", "old", "new", "expected"), [
     ("components/autoscale-keda/scaledobject.yaml", "query: sum(avg_over_time(",
-     "query: sum(avg_over_time((", "PromQL parses: overlays/shared-store-pvc-keda: ScaledObject/scriptserve trigger"),
+     "query: sum(avg_over_time((",
+     "PromQL parses: overlays/shared-store-pvc-keda: ScaledObject/scriptserve trigger"),
     ("components/autoscale-hpa/prometheus-adapter-values.yaml", "[1m]))", "[1m])",
      "PromQL parses: components/autoscale-hpa/prometheus-adapter-values.yaml rule 0 metricsQuery"),
 ])
@@ -85,6 +88,7 @@ def test_bad_promql_fails_the_check(copy, file, old, new, expected):
 
 def test_bad_promql_in_the_dashboard_fails_the_check(tmp_path):
     dashboard = tmp_path / "dashboard.json"
-    dashboard.write_text(DASHBOARD.read_text().replace("sum by (status) (rate(", "sum by (status) (rate((", 1))
+    text = DASHBOARD.read_text()
+    dashboard.write_text(text.replace("sum by (status) (rate(", "sum by (status) (rate((", 1))
     code, failures, _ = check(dashboard=dashboard)
     assert code == 1 and len(failures) == 1 and "dashboard.json panel" in failures[0], failures
