@@ -233,3 +233,28 @@ def test_sigterm_under_32_clients_drains_with_zero_failed_requests(tmp_path, pod
     assert in_flight > 0 and len(outcomes) >= 2 * CLIENTS
     assert exit_code in (0, -signal.SIGTERM)
     assert drained_s < 25  # inside the base Deployment's grace period (30 s) less its preStop
+
+
+def test_two_workers_share_one_private_store(tmp_path, pods):
+    """``--workers 2`` on a model folder: one private store for the group (each version
+    committed once, by whichever worker comes first), both workers serve every version."""
+    models = tmp_path / "mnt-models"
+    for version in (1, 2):
+        (models / str(version)).mkdir(parents=True)
+        fakes.save("classifier", models / str(version), version)
+    read_only(models)
+    pod = PodStandIn(tmp_path, models, "clf", SCRIPTSERVE_WORKERS="2")
+    pods.append(pod)
+    pod.start()
+    pod.probes_until_ready()
+    scratch = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("scriptserve-store-")]
+    assert len(scratch) == 1, scratch
+    for i in range(40):  # a fresh connection each time: both workers answer
+        version = 1 + i % 2
+        r = httpx.post(f"{pod.url}/models/clf/versions/{version}/predict", json={"inputs": X},
+                       timeout=30, headers={"Connection": "close"})
+        assert r.status_code == 200, r.text
+    workers = httpx.get(f"{pod.url}/metrics", timeout=30).text
+    assert "scriptserve_workers 2.0" in workers and "scriptserve_workers_missing 0.0" in workers
+    pod.stop()
+    assert list((tmp_path / "tmp").iterdir()) == []  # the supervisor removed the shared store
