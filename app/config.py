@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -20,8 +20,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address to listen on; 0.0.0.0 in containers."""
-    port: int = Field(8000, ge=1, le=65535)
-    """TCP port to listen on."""
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("scriptserve_port", "port"))
+    """TCP port to listen on; without ``SCRIPTSERVE_PORT``, ``$PORT`` (Knative, KServe) if set."""
     grpc_port: int = Field(8001, ge=0, le=65535)
     """TCP port of the gRPC endpoint (Open Inference Protocol, ``inference.GRPCInferenceService``,
     as Triton's 8001); 0 switches gRPC off. A port that is taken is logged and gRPC stays off."""
@@ -183,6 +183,16 @@ class Settings(BaseSettings):
             return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
                 os.cpu_count() or 1)
         return self.workers
+
+    # read-only model directory (KServe's /mnt/models; docs/kubernetes.md) ----------------
+    model_dir: Path | None = None
+    """Serve the archive(s) in this read-only file or folder and nothing else (KServe's
+    ``/mnt/models``): one archive file, a folder holding one archive, or numeric subfolders
+    ``1/``, ``2/`` ... each holding one archive (the versions). Uploads, deletions, pins and
+    repository load/unload are refused (405). The server keeps its store in a fresh private
+    folder under ``$TMPDIR`` (``SCRIPTSERVE_MODEL_STORE`` is not used) and never writes here."""
+    model_name: str = Field("model", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """The name the model in ``model_dir`` is served under (KServe: the InferenceService's)."""
 
     @field_validator("log_level")
     @classmethod

@@ -54,6 +54,20 @@ class NotFoundError(ScriptServeError):
     code = "not_found"
 
 
+class ReadOnlyError(ScriptServeError):
+    """The server serves a read-only model directory (``--model-dir``): no management writes."""
+
+    status_code = 405
+    code = "read_only"
+
+    def __init__(self, action: str) -> None:
+        super().__init__(
+            f"{action} refused: this server serves the read-only model directory (--model-dir, "
+            "SCRIPTSERVE_MODEL_DIR) and nothing else; to change what it serves, change the files "
+            "there (on KServe: the InferenceService's storageUri) and roll out"
+        )
+
+
 class ConflictError(ScriptServeError):
     status_code = 409
     code = "conflict"

@@ -21,6 +21,7 @@ from app.api import telemetry as telemetry_api
 from app.api.middleware.admission import AdmissionMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.fastpath import PredictFastPath
+from app.api.middleware.read_only import ReadOnlyMiddleware
 from app.api.middleware.request_context import RequestContextMiddleware
 from app.compiler.service import Compiler
 from app.config import Settings
@@ -30,6 +31,7 @@ from app.grpc.server import GrpcServer
 from app.hosting.child import HostLimits
 from app.hosting.host import RestartObserver
 from app.hosting.hosted import HostPool
+from app.intake import model_dir
 from app.intake.gate import ArchiveGate
 from app.intake.operations import Operations
 from app.security import load_or_create_admin_token
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app; nothing heavy happens until the lifespan starts."""
     settings = settings or Settings()
+    if settings.model_dir is not None:  # KServe: a read-only folder, served from a private store
+        settings = model_dir.with_scratch_store(settings)
     store = open_store(settings)
     policy = BatchPolicy(
         max_batch_size=settings.max_batch_size,
@@ -111,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # still runs now is stuck or orphaned, so its calls fail and threads end at once
                 hosts.close()
             await registry.close()
+            if settings.worker_dir is None:  # a group's supervisor removes the shared one
+                model_dir.remove_scratch_store(settings)
 
     app = FastAPI(
         title="ScriptServe",
@@ -148,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=settings.max_concurrent_predictions,
         suffixes=("/predict", "/infer"),
     )
+    if settings.model_dir is not None:  # uploads, deletions, pins: 405 (docs/kubernetes.md)
+        app.add_middleware(ReadOnlyMiddleware)
     if settings.cors_origins:  # preflights are answered here, before auth and the fast path
         app.add_middleware(
             CORSMiddleware,
@@ -166,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: Settings,
                 sync: StoreSync, loaded: asyncio.Event) -> None:
     """Load the store (and the example model into an empty one), report ready, keep in sync."""
+    ready = True
     try:
         registry.loading = True
         try:
@@ -183,6 +192,9 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
         example = settings.install_example and not registry.names()
         if example and not await _install_example(registry, store):
             await sync.sync()  # another server installed it first: serve theirs now
+        if settings.model_dir is not None:  # not ready unless every version there serves
+            ready = False
+            ready = await model_dir.install(registry, store, settings, sync.sync)
     except Exception:
         log.exception("loading the model store failed")
     if settings.gc_freeze:
@@ -191,9 +203,13 @@ async def _load(app: FastAPI, registry: Registry, store: ModelStore, settings: S
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-    app.state.ready = True
+    app.state.ready = ready
     loaded.set()
-    log.info("ready: %d model(s) loaded", len(registry.names()))
+    if ready:
+        log.info("ready: %d model(s) loaded", len(registry.names()))
+    else:
+        log.error("not ready: the model directory %s is not served as a whole (GET /ready: failed)",
+                  settings.model_dir)
     await sync.run()
 
 

@@ -28,7 +28,7 @@ fail() {
   exit 1
 }
 cleanup() {
-  "$engine" rm -f -v "$name" >/dev/null 2>&1 || true
+  "$engine" rm -f -v "$name" "$name-kserve" >/dev/null 2>&1 || true
   "$engine" volume rm -f "$volume" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
@@ -140,5 +140,50 @@ after_replace=$(inside predict) || fail "predict in a new container on the same 
 [[ $after_replace == "$first" ]] || fail "after replace: $after_replace, before: $first"
 if "$engine" logs "$name" 2>&1 | grep -qF "$token"; then fail "the admin token appears in the logs"; fi
 
+say "KServe mode: a read-only /mnt/models with version folders, read-only root filesystem"
+mkdir -p "$tmp/mnt-models/1"
+"$engine" exec "$name" python -W ignore -c '
+import torch
+torch.manual_seed(0)
+torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())).save("/tmp/kserve.pt")' \
+  || fail "build the KServe model inside the container"
+"$engine" cp "$name:/tmp/kserve.pt" "$tmp/mnt-models/1/model.pt" 2>>"$tmp/engine.log" || fail "$engine cp"
+chmod -R a+rX,a-w "$tmp/mnt-models"
+"$engine" rm -f "$name" >/dev/null 2>>"$tmp/engine.log"
+name=$name-kserve
+kport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+t0=$(now)
+"$engine" run -d --name "$name" -p "127.0.0.1:$kport:8080" --read-only --tmpfs /tmp:rw,size=256m \
+  -v "$tmp/mnt-models:/mnt/models:ro" -v "$tmp/admin_token:/run/secrets/admin_token:ro" \
+  -e SCRIPTSERVE_ADMIN_TOKEN_FILE=/run/secrets/admin_token -e SCRIPTSERVE_PORT=8080 -e SCRIPTSERVE_GRPC_PORT=0 \
+  -e TMPDIR=/tmp "$image" scriptserve serve --model-dir=/mnt/models --model-name=smoke \
+  >/dev/null 2>>"$tmp/engine.log" || fail "$engine run (KServe mode)"
+end=$((SECONDS + timeout_s))
+until curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$kport/v2/health/ready" 2>/dev/null; do
+  ((SECONDS < end)) || fail "KServe mode: no 200 from /v2/health/ready within ${timeout_s}s"
+  [[ $("$engine" inspect -f '{{.State.Running}}' "$name" 2>/dev/null) == true ]] \
+    || fail "KServe mode: the container stopped before /v2/health/ready answered"
+  sleep 0.2
+done
+kserve_ready=$(since "$t0")
+curl -fsS -m 5 -o /dev/null "http://127.0.0.1:$kport/v2/health/live" || fail "KServe mode: /v2/health/live"
+input=$(curl -fsS -m 10 "http://127.0.0.1:$kport/v2/models/smoke" \
+  | python3 -c 'import json, sys; m = json.load(sys.stdin); assert m["versions"] == ["1"], m; print(m["inputs"][0]["name"])') \
+  || fail "KServe mode: v2 model metadata"
+kserve_out=$(curl -fsS -m 10 "http://127.0.0.1:$kport/v2/models/smoke/infer" -H 'content-type: application/json' \
+  -d '{"inputs": [{"name": "'"$input"'", "shape": [2, 4], "datatype": "FP32", "data": [0.5, -1.0, 2.0, 0.25, 1.0, 0.0, -0.5, 3.0]}]}' \
+  | python3 -c 'import json, sys; o = json.load(sys.stdin)["outputs"][0]; assert o["shape"] == [2, 3], o; print(json.dumps([round(v, 5) for v in o["data"]]))') \
+  || fail "KServe mode: v2 infer"
+[[ $kserve_out == "$(python3 -c 'import json, sys; print(json.dumps([round(v, 5) for row in json.loads(sys.argv[1])["outputs"] for v in row]))' "$first")" ]] \
+  || fail "KServe mode answers $kserve_out, the uploaded model $first"
+status=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$kport/models" \
+  -H "Authorization: Bearer $token" -F name=other -F "file=@$tmp/mnt-models/1/model.pt") || true
+[[ $status == 405 ]] || fail "KServe mode: an upload answered $status, not 405"
+t0=$(now); "$engine" stop -t 30 "$name" >/dev/null 2>>"$tmp/engine.log" || fail "$engine stop (KServe mode)"
+kserve_stop=$(since "$t0")
+code=$("$engine" inspect -f '{{.State.ExitCode}}' "$name")
+[[ $code == 0 ]] || fail "KServe mode: exit code $code after SIGTERM"
+
 echo "image $image: $(numfmt --to=si "$size")B; cold start to ready ${cold}s; restart to ready ${restart}s"
-echo "PASS: $image served model 'smoke' ($first) with the admin token from a file, after a restart and in a new container on the same volume"
+echo "KServe mode: ready in ${kserve_ready}s, stopped in ${kserve_stop}s"
+echo "PASS: $image served model 'smoke' ($first) with the admin token from a file, after a restart and in a new container on the same volume, and from a read-only /mnt/models in KServe mode"

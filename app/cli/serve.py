@@ -12,7 +12,8 @@ from app.config import Settings
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server with settings from the environment (flags override)."""
-    flags = {"host": args.host, "port": args.port, "workers": args.workers}
+    flags = {"host": args.host, "port": args.port, "workers": args.workers,
+             "model_dir": args.model_dir, "model_name": args.model_name}
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     settings = Settings(**overrides)
 
@@ -24,6 +25,15 @@ def serve(args: argparse.Namespace) -> int:
         from app.cli.workers import supervise
 
         overrides.pop("workers", None)
+        if settings.model_dir is not None:  # the workers share one private store
+            from app.intake import model_dir
+
+            settings = model_dir.with_scratch_store(settings)
+            overrides.update(model_store=settings.model_store, install_example=False)
+            try:
+                return supervise(settings, count, overrides)
+            finally:
+                model_dir.remove_scratch_store(settings)
         return supervise(settings, count, overrides)
     return _run(settings)
 
@@ -94,4 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_workers, default=None,
                    help="server processes on the port, or auto (one per core) "
                         "(default: SCRIPTSERVE_WORKERS, 1)")
+    p.add_argument("--model-dir", default=None,
+                   help="serve only the archive(s) in this read-only file or folder, e.g. KServe's "
+                        "/mnt/models (default: SCRIPTSERVE_MODEL_DIR; docs/kubernetes.md)")
+    p.add_argument("--model-name", default=None,
+                   help="name of the model in --model-dir (default: SCRIPTSERVE_MODEL_NAME or 'model')")
     p.set_defaults(func=serve)

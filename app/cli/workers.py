@@ -64,6 +64,21 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+SUN_PATH_MAX = 107  # bytes of a unix socket's path (sockaddr_un.sun_path less its NUL, Linux)
+
+
+def run_dir(count: int) -> Path:
+    """A private folder for the workers' sockets: under ``$TMPDIR``, or under ``/tmp`` where
+    ``$TMPDIR`` is too deep for a unix socket's path."""
+    from app.telemetry.federation import worker_socket_path
+
+    folder = Path(tempfile.mkdtemp(prefix="scriptserve-workers-"))
+    if len(os.fsencode(worker_socket_path(folder, count))) <= SUN_PATH_MAX:
+        return folder
+    folder.rmdir()
+    return Path(tempfile.mkdtemp(prefix="scriptserve-workers-", dir="/tmp"))
+
+
 class Supervisor:
     """Starts, watches, restarts and stops the workers of one group."""
 
@@ -71,7 +86,7 @@ class Supervisor:
         self.settings = settings
         self.count = count
         self.sock = listen(settings.host, settings.port)
-        self.run_dir = Path(tempfile.mkdtemp(prefix="scriptserve-workers-"))
+        self.run_dir = run_dir(count)
         env = {k: v for k, v in os.environ.items() if k != "SCRIPTSERVE_WORKERS"}
         env.update({f"SCRIPTSERVE_{k.upper()}": str(v) for k, v in overrides.items()})
         env.update({

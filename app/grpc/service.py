@@ -18,7 +18,14 @@ from google.protobuf.message import Message
 
 from app import __version__
 from app.config import Settings
-from app.errors import BadRequestError, NotFoundError, NotReadyError, OverloadedError, ScriptServeError
+from app.errors import (
+    BadRequestError,
+    NotFoundError,
+    NotReadyError,
+    OverloadedError,
+    ReadOnlyError,
+    ScriptServeError,
+)
 from app.errors import redact_paths as redact
 from app.grpc.proto import open_inference_pb2 as pb
 from app.grpc.tensors import decode_inputs, encode_response, parameter
@@ -40,6 +47,7 @@ STATUS = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.FAILED_PRECONDITION,
     409: grpc.StatusCode.ALREADY_EXISTS,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -150,6 +158,8 @@ class InferenceService:
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
         self._admin(context)
+        if self.settings.model_dir is not None:
+            raise ReadOnlyError("repository load")
         refused = sorted(k for k in request.parameters if k == "config" or k.startswith("file:"))
         if refused:
             raise BadRequestError(
@@ -162,6 +172,8 @@ class InferenceService:
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         self._admin(context)
+        if self.settings.model_dir is not None:
+            raise ReadOnlyError("repository unload")
         await self.registry.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
