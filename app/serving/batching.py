@@ -118,12 +118,19 @@ class Batcher:
             t.start()
             self._threads.append(t)
 
-    async def stop(self, drain_timeout_s: float = 30.0) -> None:
-        """Stop intake, let queued requests finish, then end the threads."""
+    async def stop(self, drain_timeout_s: float = 30.0, queued_deadlines: bool = False) -> None:
+        """Stop intake, let queued requests finish, then end the threads.
+
+        The drain lasts ``drain_timeout_s``; with ``queued_deadlines`` (a version retired while
+        the server goes on: deletion, unload) at least until the last queued request's own
+        deadline, so that a slow model's queue is answered rather than cut off with 503."""
         with self._cond:
             self._accepting = False
             self._cond.notify_all()
+            latest = max((job.deadline for job in self._queue), default=0.0)
         deadline = time.monotonic() + drain_timeout_s
+        if queued_deadlines:
+            deadline = max(deadline, latest + 1.0)
         for t in self._threads:
             await asyncio.to_thread(t.join, max(0.0, deadline - time.monotonic()))
         with self._cond:

@@ -363,7 +363,7 @@ class Registry:
             mv = entry.versions.pop(version, None)
             if mv is None:
                 return
-            await mv.batcher.stop()
+            await mv.batcher.stop(queued_deadlines=True)
             self._release(mv)
             if not entry.versions and entry.pinned is None:
                 self._entries.pop(name, None)
@@ -414,7 +414,7 @@ class Registry:
             self.unloaded.add(name)
             removed = sorted(entry.versions)
             versions = [entry.versions.pop(v) for v in removed]
-            await asyncio.gather(*(mv.batcher.stop() for mv in versions))
+            await asyncio.gather(*(mv.batcher.stop(queued_deadlines=True) for mv in versions))
             for mv in versions:
                 self._release(mv)
             await asyncio.gather(*(mv.flush_learnt() for mv in versions), return_exceptions=True)
