@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 engine=${CONTAINER_ENGINE:-$(command -v podman >/dev/null && echo podman || echo docker)}
 timeout_s=${SMOKE_TIMEOUT_S:-120}
 image=${1:-}
-name=scriptserve-smoke-$$
+base_name=scriptserve-smoke-$$
+name=$base_name
 volume=scriptserve-smoke-$$
 tmp=$(mktemp -d)
 started=0
@@ -28,7 +29,9 @@ fail() {
   exit 1
 }
 cleanup() {
-  "$engine" rm -f -v "$name" "$name-kserve" >/dev/null 2>&1 || true
+  # One name per call: a missing name makes `rm -f` skip the others on some podman versions.
+  local c
+  for c in "$base_name" "$base_name-kserve"; do "$engine" rm -f -v "$c" >/dev/null 2>&1 || true; done
   "$engine" volume rm -f "$volume" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
@@ -150,7 +153,7 @@ torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())).sa
 "$engine" cp "$name:/tmp/kserve.pt" "$tmp/mnt-models/1/model.pt" 2>>"$tmp/engine.log" || fail "$engine cp"
 chmod -R a+rX,a-w "$tmp/mnt-models"
 "$engine" rm -f "$name" >/dev/null 2>>"$tmp/engine.log"
-name=$name-kserve
+name=$base_name-kserve
 kport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 t0=$(now)
 "$engine" run -d --name "$name" -p "127.0.0.1:$kport:8080" --read-only --tmpfs /tmp:rw,size=256m \
