@@ -150,7 +150,14 @@ def test_model_stats_describe_every_worker_and_a_silent_one_is_missing(group, tm
     for _ in range(bad):
         r = httpx.post(f"{group.url}/models/clf/versions/1/predict", json={"inputs": [[1.0]]}, timeout=600)
         assert 400 <= r.status_code < 500, r.text
-    stats = httpx.get(f"{group.url}/models/clf/stats", timeout=30).json()
+    deadline = time.monotonic() + 120  # a request is recorded just after its answer is sent
+    while True:
+        stats = httpx.get(f"{group.url}/models/clf/stats", timeout=30).json()
+        total = sum(v["total"]["requests"] for v in stats["versions"])
+        assert total <= count + bad, stats
+        if total == count + bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert (stats["workers"], stats["workers_missing"]) == (2, 0)
     (version,) = stats["versions"]
     for period in ("total", "window"):
