@@ -202,6 +202,8 @@ class ModelStats(BaseModel):
     name: str
     window_s: float
     versions: list[VersionStatsInfo]
+    workers: int = Field(1, description="worker processes whose numbers these include (--workers)")
+    workers_missing: int = Field(0, description="workers that did not answer in time: left out")
 
 
 class PredictResponse(BaseModel):

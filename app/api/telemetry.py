@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -11,7 +11,7 @@ from starlette.responses import Response
 from app.api.deps import MetricsDep, ReaderDep, RegistryDep
 from app.api.schemas import ModelStats
 from app.errors import NotFoundError
-from app.telemetry import federation
+from app.telemetry import federation, group_stats
 from app.telemetry.prometheus import Metrics, version_stats
 from app.telemetry.stats import WINDOW_S
 
@@ -52,24 +52,44 @@ async def prometheus_metrics(
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
+def forwarded_auth(request: Request) -> dict[str, str]:
+    """The caller's credentials, for the siblings asked on its behalf."""
+    return {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
+
+
 @router.get(
     "/models/{name}/stats",
     summary="Latency, throughput and batching of each version: recent window and since start",
     responses={404: {"description": "no such model, or metrics are off"}},
 )
 async def model_stats(
-    name: str, _: ReaderDep, registry: RegistryDep, metrics: MetricsDep
+    name: str, request: Request, _: ReaderDep, registry: RegistryDep, metrics: MetricsDep,
+    scope: Literal["server", "worker"] = "server",
 ) -> ModelStats:
+    """With ``--workers``, every worker's requests merged (``scope=worker``: this worker's only)."""
     _enabled(metrics)
+    settings = request.app.state.settings
+    mvs = [mv for mv in registry.versions(name) if version_stats(mv) is not None]
+    run_dir = None if scope == "worker" else settings.worker_dir
+    group = await group_stats.gather(run_dir, settings.worker_index, mvs, name, forwarded_auth(request))
     versions = []
-    for mv in registry.versions(name):
-        stats = version_stats(mv)
-        if stats is None:
-            continue
+    for mv in mvs:
+        key = (mv.name, mv.version)
         versions.append({
             "version": mv.version,
-            "queue_depth": mv.batcher.queue_depth,
+            "queue_depth": group.queue_depth[key],
             "batching_enabled": mv.batcher.state.enabled,
-            **stats.snapshot(),
+            **group.stats[key].snapshot(),
         })
-    return ModelStats.model_validate({"name": name, "window_s": WINDOW_S, "versions": versions})
+    return ModelStats.model_validate({"name": name, "window_s": WINDOW_S, "versions": versions,
+                                      "workers": group.workers, "workers_missing": group.missing})
+
+
+@router.get("/worker/stats", include_in_schema=False)
+async def worker_stats(
+    _: ReaderDep, registry: RegistryDep, metrics: MetricsDep, name: str | None = None
+) -> dict[str, Any]:
+    """This worker's raw statistics (buckets and events), for the sibling merging them."""
+    _enabled(metrics)
+    mvs = registry.all_versions() if name is None else registry.versions(name)
+    return {"versions": group_stats.local_parts(mvs)}

@@ -14,7 +14,9 @@ from fastapi import APIRouter, Request
 
 from app.api.deps import AdminDep, ReaderDep, RegistryDep
 from app.errors import BadRequestError, NotFoundError
+from app.serving.model_version import ModelVersion
 from app.serving.registry import Registry
+from app.telemetry import group_stats
 from app.wire import triton
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
@@ -59,9 +61,16 @@ def check_load_parameters(parameters: Any) -> None:
         )
 
 
+async def _statistics(request: Request, mvs: list[ModelVersion], name: str | None) -> dict[str, Any]:
+    """With ``--workers``, the numbers of every worker (a silent one is left out)."""
+    auth = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
+    return await group_stats.triton_statistics(request.app.state.settings, mvs, name, auth)
+
+
 @router.get("/models/stats", summary="Statistics of every served version (Triton extension)")
-async def all_stats(_: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return triton.statistics(sorted(registry.all_versions(), key=lambda mv: (mv.name, mv.version)))
+async def all_stats(request: Request, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    mvs = sorted(registry.all_versions(), key=lambda mv: (mv.name, mv.version))
+    return await _statistics(request, mvs, None)
 
 
 @router.get("/models/{name}/config", summary="Model configuration, default version (Triton extension)")
@@ -76,14 +85,16 @@ async def version_config(name: str, version: str, _: ReaderDep, registry: Regist
 
 
 @router.get("/models/{name}/stats", summary="Statistics of a model's versions (Triton extension)")
-async def stats(name: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return triton.statistics(registry.versions(name))
+async def stats(name: str, request: Request, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
+    return await _statistics(request, registry.versions(name), name)
 
 
 @router.get("/models/{name}/versions/{version}/stats",
             summary="Statistics of one version (Triton extension)")
-async def version_stats(name: str, version: str, _: ReaderDep, registry: RegistryDep) -> dict[str, Any]:
-    return triton.statistics([registry.get(name, _number(name, version))])
+async def version_stats(
+    name: str, version: str, request: Request, _: ReaderDep, registry: RegistryDep
+) -> dict[str, Any]:
+    return await _statistics(request, [registry.get(name, _number(name, version))], name)
 
 
 @router.post("/repository/index", summary="Stored versions and their state (Triton extension)")

@@ -33,6 +33,7 @@ from app.security import check_token
 from app.serving import pipeline
 from app.serving.model_version import ModelVersion
 from app.serving.registry import Registry
+from app.telemetry import group_stats
 from app.telemetry.stats import VersionStats, status_index
 from app.wire import triton
 from app.wire.v2 import bind_inputs, model_metadata
@@ -143,7 +144,10 @@ class InferenceService:
             mvs = [self.registry.get(request.name, _version(request.name, request.version))]
         else:
             mvs = self.registry.versions(request.name)
-        return json_format.ParseDict(triton.statistics(mvs), pb.ModelStatisticsResponse(),
+        token = _metadata(context, "authorization")
+        auth = {"Authorization": token} if token else {}
+        answer = await group_stats.triton_statistics(self.settings, mvs, request.name or None, auth)
+        return json_format.ParseDict(answer, pb.ModelStatisticsResponse(),
                                      ignore_unknown_fields=True)
 
     # model repository ----------------------------------------------------------------------

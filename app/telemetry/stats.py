@@ -154,6 +154,12 @@ class Ring:
     def oldest(self) -> float:
         return self.ts[self.next] if self.full else self.ts[0]
 
+    def events(self, start: float) -> list[tuple[float, float, float]]:
+        """(time, a, b) of the events held that happened at or after ``start``."""
+        ts, cap = self.ts, self.capacity
+        order = range(self.next, self.next + cap) if self.full else range(self.next)
+        return [(ts[i % cap], self.a[i % cap], self.b[i % cap]) for i in order if ts[i % cap] >= start]
+
     def since(self, start: float) -> tuple[list[float], list[float]]:
         """Both columns of the events held that happened at or after ``start``, oldest first."""
         ts, cap = self.ts, self.capacity
@@ -213,6 +219,7 @@ class VersionStats:
         self.last_inference_ms = 0  # wall-clock time of the last batch (Triton's statistics)
         self.by_batch_size: dict[int, list[float]] = {}  # samples -> [executions, seconds]
         self.memory_bytes: int | None = None  # parameters + buffers, filled on first scrape
+        self.window_floor = -math.inf  # merged stats: no window starts before any part's
         # Batches are recorded by inference threads (maybe several per version), requests by
         # the event loop only; the lock is taken once per batch and by readers of the job side.
         self._lock = threading.Lock()
@@ -290,11 +297,15 @@ class VersionStats:
             "mean_batch_size": samples / executions if executions else None,
         }
 
-    def _window(self, now: float) -> dict[str, Any]:
+    def _window_start(self, now: float) -> float:
         rings = (self._request_ring, self._job_ring, self._batch_ring)
+        # A full ring has forgotten older events: the window then begins at its oldest.
+        return max([now - self.window_s, self.started, self.window_floor,
+                    *(r.oldest for r in rings if r.full)])
+
+    def _window(self, now: float) -> dict[str, Any]:
         with self._lock:
-            # A full ring has forgotten older events: the window then begins at its oldest.
-            start = max([now - self.window_s, self.started, *(r.oldest for r in rings if r.full)])
+            start = self._window_start(now)
             durations, statuses = self._request_ring.since(start)
             waits, inferences = self._job_ring.since(start)
             sizes, _ = self._batch_ring.since(start)
@@ -317,3 +328,72 @@ class VersionStats:
             "executions": len(sizes),
             "mean_batch_size": sum(sizes) / len(sizes) if sizes else None,
         }
+
+    # merging the workers of one server ------------------------------------------------------
+    def export(self, now: float | None = None) -> dict[str, Any]:
+        """Everything behind ``snapshot`` and ``cumulative`` as JSON: buckets, not percentiles.
+
+        Times are ``time.monotonic()`` values: one clock for every process of a machine."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            start = self._window_start(now)
+            return {
+                "started": self.started,
+                "in_flight": self.in_flight,
+                "last_inference_ms": self.last_inference_ms,
+                "requests": [_dump(h) for h in self.requests],
+                "queue": _dump(self.queue),
+                "inference": _dump(self.inference),
+                "batches": {"counts": list(self.batches.counts), "sum": self.batches.sum},
+                "by_batch_size": [[k, *v] for k, v in self.by_batch_size.items()],
+                "window_start": start,
+                "request_events": self._request_ring.events(start),
+                "job_events": self._job_ring.events(start),
+                "batch_events": self._batch_ring.events(start),
+            }
+
+    @classmethod
+    def merged(cls, name: str, version: int, parts: Sequence[dict[str, Any]]) -> VersionStats:
+        """One version's statistics over several workers' ``export()``s.
+
+        Counts and sums add, histogram buckets add (so percentiles since start are those of
+        all requests, within a bucket's 5%), the recent window holds every worker's events
+        and starts where the latest-starting worker's window does."""
+        capacity = WINDOW_CAPACITY * max(1, len(parts))
+        out = cls(name, version, capacity=capacity)
+        out.started = min((p["started"] for p in parts), default=out.started)
+        for part in parts:
+            out.in_flight += part["in_flight"]
+            out.last_inference_ms = max(out.last_inference_ms, part["last_inference_ms"])
+            for hist, dumped in zip(out.requests, part["requests"]):
+                _load(hist, dumped)
+            _load(out.queue, part["queue"])
+            _load(out.inference, part["inference"])
+            for i, count in enumerate(part["batches"]["counts"]):
+                out.batches.counts[i] += count
+            out.batches.sum += part["batches"]["sum"]
+            for size, executions, seconds in part["by_batch_size"]:
+                per_size = out.by_batch_size.setdefault(int(size), [0, 0.0])
+                per_size[0] += executions
+                per_size[1] += seconds
+            out.window_floor = max(out.window_floor, part["window_start"])
+            for ring, key in ((out._request_ring, "request_events"), (out._job_ring, "job_events"),
+                              (out._batch_ring, "batch_events")):
+                for ts, a, b in part[key]:
+                    ring.push(ts, a, b)
+        return out
+
+
+def _dump(hist: LatencyHistogram) -> dict[str, Any]:
+    return {"buckets": [[i, c] for i, c in enumerate(hist.counts) if c], "sum": hist.sum,
+            "min": None if hist.min == math.inf else hist.min, "max": hist.max}
+
+
+def _load(hist: LatencyHistogram, dumped: dict[str, Any]) -> None:
+    """Add a ``_dump``ed histogram into ``hist``."""
+    for i, count in dumped["buckets"]:
+        hist.counts[i] += count
+    hist.sum += dumped["sum"]
+    if dumped["min"] is not None:
+        hist.min = min(hist.min, dumped["min"])
+    hist.max = max(hist.max, dumped["max"])

@@ -118,12 +118,16 @@ def model_statistics(mv: ModelVersion, stats: VersionStats) -> dict[str, Any]:
     }
 
 
-def statistics(mvs: list[ModelVersion]) -> dict[str, Any]:
-    """Triton's statistics extension for these versions (HTTP and gRPC)."""
+def statistics(mvs: list[ModelVersion], merged: dict[tuple[str, int], VersionStats] | None = None
+               ) -> dict[str, Any]:
+    """Triton's statistics extension for these versions (HTTP and gRPC); ``merged``: the
+    worker group's numbers per (name, version), in place of this worker's."""
     out = []
     for mv in mvs:
         stats = mv.batcher.observer
         if not isinstance(stats, VersionStats):
             raise NotFoundError("statistics are off on this server (SCRIPTSERVE_METRICS_ENABLED=false)")
+        if merged is not None:
+            stats = merged.get((mv.name, mv.version), stats)
         out.append(model_statistics(mv, stats))
     return {"model_stats": out}

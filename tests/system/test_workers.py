@@ -136,3 +136,58 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
     assert results == [200] * 6
     assert group.proc.wait(120) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_model_stats_describe_every_worker_and_a_silent_one_is_missing(group, tmp_path):
+    """/models/{name}/stats and Triton's statistics (HTTP and gRPC) count the requests every
+    worker served; a worker that does not answer (stopped) is left out, not an error."""
+    archive = fakes.save("classifier", tmp_path)
+    assert group.upload("clf", archive).status_code == 201
+    count, bad = 40, 4
+    for _ in range(count):  # new connections: the kernel spreads them over both workers
+        r = httpx.post(f"{group.url}/models/clf/versions/1/predict", json={"inputs": X}, timeout=600)
+        assert r.status_code == 200, r.text
+    for _ in range(bad):
+        r = httpx.post(f"{group.url}/models/clf/versions/1/predict", json={"inputs": [[1.0]]}, timeout=600)
+        assert 400 <= r.status_code < 500, r.text
+    deadline = time.monotonic() + 120  # a request is recorded just after its answer is sent
+    while True:
+        stats = httpx.get(f"{group.url}/models/clf/stats", timeout=30).json()
+        total = sum(v["total"]["requests"] for v in stats["versions"])
+        assert total <= count + bad, stats
+        if total == count + bad or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (stats["workers"], stats["workers_missing"]) == (2, 0)
+    (version,) = stats["versions"]
+    for period in ("total", "window"):
+        assert version[period]["by_status"] == {"ok": count, "client_error": bad, "server_error": 0,
+                                                "rejected": 0}, version[period]
+        assert version[period]["request_s"]["p50"] <= version[period]["request_s"]["max"]
+    own = httpx.get(f"{group.url}/models/clf/stats", params={"scope": "worker"}, timeout=30).json()
+    assert own["workers"] == 1 and own["versions"][0]["total"]["requests"] < count + bad  # both served
+    triton = httpx.get(f"{group.url}/v2/models/clf/stats", timeout=30).json()["model_stats"][0]
+    assert triton["inference_stats"]["success"]["count"] == count
+    assert triton["inference_stats"]["fail"]["count"] == bad
+    assert triton["inference_count"] == count  # one sample each
+    all_models = httpx.get(f"{group.url}/v2/models/stats", timeout=30).json()["model_stats"]
+    assert [s["inference_stats"]["success"]["count"] for s in all_models] == [count]
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    g = grpcclient.InferenceServerClient(group.grpc_url)
+    try:
+        via_grpc = g.get_inference_statistics("clf", as_json=True)["model_stats"][0]
+        assert int(via_grpc["inference_stats"]["success"]["count"]) == count
+    finally:
+        g.close()
+
+    stopped = workers(group)[0]
+    subprocess.run(["kill", "-STOP", str(stopped)], check=True)
+    try:  # the running worker takes every new connection from the shared socket
+        stats = httpx.get(f"{group.url}/models/clf/stats", timeout=60)
+        triton_answer = httpx.get(f"{group.url}/v2/models/clf/stats", timeout=60)
+    finally:
+        subprocess.run(["kill", "-CONT", str(stopped)], check=True)
+    assert stats.status_code == 200, stats.text
+    assert (stats.json()["workers"], stats.json()["workers_missing"]) == (1, 1)
+    assert stats.json()["versions"][0]["total"]["requests"] < count + bad  # the other's share
+    assert triton_answer.status_code == 200, triton_answer.text

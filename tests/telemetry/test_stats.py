@@ -152,3 +152,40 @@ def test_batch_observer_records_each_job_and_each_batch_once():
         assert window["inference_s"][key] == pytest.approx(expected, rel=1e-9)
     assert stats.queue.count == len(waits) == stats.inference.count
     assert stats.batches.sum == 150
+
+
+def test_merged_workers_equal_one_version_that_saw_every_request():
+    """Two workers' exports, merged, give what one process recording both would: the same
+    counts and buckets since start, exact window percentiles over both, through JSON."""
+    import json
+
+    one, two, both = VersionStats("m", 1), VersionStats("m", 1), VersionStats("m", 1)
+    two.started = both.started = one.started
+    first, second = lognormal(700, seed=2), lognormal(300, seed=3)
+    record(one, first)
+    record(two, second)
+    record(both, first)
+    record(both, second)
+    record(two, [0.5, 0.25], CLIENT_ERROR)
+    record(both, [0.5, 0.25], CLIENT_ERROR)
+    t = one.started
+    jobs = [make_job(t + 0.1, t + 0.2, t + 0.3, 2), make_job(t + 0.15, t + 0.2, t + 0.3, 2)]
+    one(jobs, 0.1)
+    both(jobs, 0.1)
+    now = t + 5.0
+    parts = [json.loads(json.dumps(s.export(now))) for s in (one, two)]
+    merged = VersionStats.merged("m", 1, parts)
+    got, want = merged.snapshot(now), both.snapshot(now)
+    for period in ("window", "total"):
+        for key in ("requests", "errors", "by_status", "executions", "mean_batch_size"):
+            assert got[period][key] == want[period][key], (period, key)
+        for key in ("request_s", "queue_s", "inference_s"):
+            for q, value in want[period][key].items():
+                assert got[period][key][q] == pytest.approx(value, rel=1e-9), (period, key, q)
+    window = got["window"]["request_s"]
+    for key, expected in numpy_summary(first + second).items():
+        assert window[key] == pytest.approx(expected, rel=1e-12)
+    cumulative, expected = merged.cumulative(), both.cumulative()
+    assert cumulative.pop("last_inference_ms") >= expected.pop("last_inference_ms") - 1000
+    assert cumulative == expected
+    assert [h.counts for h in merged.requests] == [h.counts for h in both.requests]
