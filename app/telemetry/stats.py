@@ -219,7 +219,7 @@ class VersionStats:
         self.last_inference_ms = 0  # wall-clock time of the last batch (Triton's statistics)
         self.by_batch_size: dict[int, list[float]] = {}  # samples -> [executions, seconds]
         self.memory_bytes: int | None = None  # parameters + buffers, filled on first scrape
-        self.window_floor = -math.inf  # merged stats: no window starts before any part's
+        self.window_floor = -math.inf  # merged stats: some part forgot the events before this
         # Batches are recorded by inference threads (maybe several per version), requests by
         # the event loop only; the lock is taken once per batch and by readers of the job side.
         self._lock = threading.Lock()
@@ -298,10 +298,13 @@ class VersionStats:
         }
 
     def _window_start(self, now: float) -> float:
+        return max(now - self.window_s, self.started, self._forgotten_before())
+
+    def _forgotten_before(self) -> float:
+        """Events before this time may be missing: a full ring has forgotten older ones (or,
+        merged, some worker's ring had)."""
         rings = (self._request_ring, self._job_ring, self._batch_ring)
-        # A full ring has forgotten older events: the window then begins at its oldest.
-        return max([now - self.window_s, self.started, self.window_floor,
-                    *(r.oldest for r in rings if r.full)])
+        return max([self.window_floor, *(r.oldest for r in rings if r.full)])
 
     def _window(self, now: float) -> dict[str, Any]:
         with self._lock:
@@ -346,7 +349,7 @@ class VersionStats:
                 "inference": _dump(self.inference),
                 "batches": {"counts": list(self.batches.counts), "sum": self.batches.sum},
                 "by_batch_size": [[k, *v] for k, v in self.by_batch_size.items()],
-                "window_start": start,
+                "forgotten_before": _finite(self._forgotten_before()),
                 "request_events": self._request_ring.events(start),
                 "job_events": self._job_ring.events(start),
                 "batch_events": self._batch_ring.events(start),
@@ -358,7 +361,8 @@ class VersionStats:
 
         Counts and sums add, histogram buckets add (so percentiles since start are those of
         all requests, within a bucket's 5%), the recent window holds every worker's events
-        and starts where the latest-starting worker's window does."""
+        and starts at the latest time before which some worker's ring forgot events (a worker
+        that began serving the version later missed nothing before it began)."""
         capacity = WINDOW_CAPACITY * max(1, len(parts))
         out = cls(name, version, capacity=capacity)
         out.started = min((p["started"] for p in parts), default=out.started)
@@ -376,12 +380,17 @@ class VersionStats:
                 per_size = out.by_batch_size.setdefault(int(size), [0, 0.0])
                 per_size[0] += executions
                 per_size[1] += seconds
-            out.window_floor = max(out.window_floor, part["window_start"])
+            if part["forgotten_before"] is not None:
+                out.window_floor = max(out.window_floor, part["forgotten_before"])
             for ring, key in ((out._request_ring, "request_events"), (out._job_ring, "job_events"),
                               (out._batch_ring, "batch_events")):
                 for ts, a, b in part[key]:
                     ring.push(ts, a, b)
         return out
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else value  # JSON has no infinities
 
 
 def _dump(hist: LatencyHistogram) -> dict[str, Any]:

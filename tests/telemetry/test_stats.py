@@ -189,3 +189,29 @@ def test_merged_workers_equal_one_version_that_saw_every_request():
     assert cumulative.pop("last_inference_ms") >= expected.pop("last_inference_ms") - 1000
     assert cumulative == expected
     assert [h.counts for h in merged.requests] == [h.counts for h in both.requests]
+
+
+def test_merged_window_keeps_events_from_before_a_later_worker_started():
+    """A worker that began serving the version later missed nothing before it began: the
+    merged window still holds the earlier worker's events. A worker whose ring forgot events
+    does cut the window, at its oldest kept event."""
+    import json
+
+    early, late = VersionStats("m", 1), VersionStats("m", 1)
+    late.started = early.started + 2.0
+    record(early, [0.01] * 5)  # at started + 1..5 ms, before `late` existed
+    for i in range(3):
+        late.record_request(0.02, OK, late.started + 0.1 * (i + 1))
+    now = late.started + 1.0
+    merged = VersionStats.merged("m", 1, [json.loads(json.dumps(s.export(now))) for s in (early, late)])
+    window = merged.snapshot(now)["window"]
+    assert window["requests"] == 8 and window["span_s"] == pytest.approx(3.0)
+
+    small = VersionStats("m", 1, capacity=4)
+    small.started = early.started
+    for i in range(6):  # the ring keeps the last 4: the first two are forgotten
+        small.record_request(0.03, OK, small.started + 0.5 + 0.1 * i)
+    parts = [json.loads(json.dumps(s.export(now))) for s in (early, small)]
+    window = VersionStats.merged("m", 1, parts).snapshot(now)["window"]
+    assert window["span_s"] == pytest.approx(now - (small.started + 0.7))
+    assert window["requests"] == 4  # `early`'s events came before the cut
