@@ -258,7 +258,13 @@ def test_two_workers_share_one_private_store(tmp_path, pods):
         r = httpx.post(f"{pod.url}/models/clf/versions/{version}/predict", json={"inputs": X},
                        timeout=30, headers={"Connection": "close"})
         assert r.status_code == 200, r.text
-    workers = httpx.get(f"{pod.url}/metrics", timeout=30).text
-    assert "scriptserve_workers 2.0" in workers and "scriptserve_workers_missing 0.0" in workers
+    deadline = time.monotonic() + 60  # a sibling busy past the 2 s scrape timeout is "missing"
+    while True:
+        workers = httpx.get(f"{pod.url}/metrics", timeout=30).text
+        both = "scriptserve_workers 2.0" in workers and "scriptserve_workers_missing 0.0" in workers
+        if both or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert both, [line for line in workers.splitlines() if line.startswith("scriptserve_workers")]
     pod.stop()
     assert list((tmp_path / "tmp").iterdir()) == []  # the supervisor removed the shared store

@@ -108,7 +108,9 @@ def test_a_worker_that_dies_is_restarted_and_serves_again(group, tmp_path):
 
 
 def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
-    archive = fakes.save("slow_classifier", tmp_path)
+    # Three forwards in turn per worker: a few seconds each, not the 20 s of slow_classifier,
+    # which made the drain outlast the test's time limit on a loaded machine.
+    archive = fakes.save("held_classifier", tmp_path)
     assert group.upload("held", archive, batching="off").status_code == 201
     pids = workers(group)
     results: list = []
