@@ -18,7 +18,7 @@ timeout_s=${SMOKE_TIMEOUT_S:-120}
 image=${1:-}
 base_name=scriptserve-smoke-$$
 name=$base_name
-volume=scriptserve-smoke-$$
+volume=$base_name
 tmp=$(mktemp -d)
 started=0
 
