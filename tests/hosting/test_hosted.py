@@ -168,3 +168,14 @@ def test_a_cuda_host_owns_its_device_and_answers_on_the_host(tmp_path):
         assert torch.allclose(out, load_model(archive, "cpu").forward([x]), atol=1e-5)
     finally:
         hosts.close()
+
+
+def test_every_thread_of_a_host_gets_the_intra_op_thread_limit(pool, tmp_path, monkeypatch):
+    # torch.set_num_threads in the host's main thread does not bind the pool threads that run
+    # forwards: without the environment, their OpenMP teams spun on every core (perf: most of
+    # the host's CPU under load, taken from the HTTP workers).
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the server's own setting does not leak through
+    model = pool.load("threads", str(fakes.save("tuple_out", tmp_path)), "cpu")
+    environ = Path(f"/proc/{model.host.pid}/environ").read_bytes().split(b"\0")
+    assert b"OMP_NUM_THREADS=1" in environ and b"MKL_NUM_THREADS=1" in environ
+    assert b"OMP_NUM_THREADS=7" not in environ
