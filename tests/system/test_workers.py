@@ -113,6 +113,16 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
     archive = fakes.save("held_classifier", tmp_path)
     assert group.upload("held", archive, batching="off").status_code == 201
     pids = workers(group)
+    # Both workers serve it before the load: a worker still loading it holds its requests
+    # outside the in-flight count, and the first worker's answers then keep it below 6. Model
+    # memory adds up over workers: twice the module's bytes once both hold it.
+    module = torch.jit.load(str(archive))
+    held = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    deadline = time.monotonic() + 240
+    while metric(httpx.get(f"{group.url}/metrics", timeout=30).text, "scriptserve_model_memory_bytes",
+                 model="held", version="1", device="cpu") < 2 * held:
+        assert time.monotonic() < deadline, "the second worker never served the model"
+        time.sleep(0.2)
     results: list = []
 
     def call() -> None:
@@ -125,11 +135,10 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
     threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        text = httpx.get(f"{group.url}/metrics", timeout=30).text
-        if metric(text, "scriptserve_requests_in_flight", model="held", version="1") == 6:
-            break
+    deadline = time.monotonic() + 120
+    while metric(httpx.get(f"{group.url}/metrics", timeout=30).text,
+                 "scriptserve_requests_in_flight", model="held", version="1") < 6:
+        assert time.monotonic() < deadline, "the six requests were never in flight together"
         time.sleep(0.05)
     assert group.proc is not None
     group.proc.send_signal(signal.SIGTERM)
