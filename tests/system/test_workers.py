@@ -17,6 +17,7 @@ import httpx
 import pytest
 import torch
 
+from app.serving.runtime import load_model
 from tests.support import fakes
 from tests.support.server import LiveServer, children_of
 
@@ -116,8 +117,7 @@ def test_sigterm_drains_every_worker_and_leaves_no_process(group, tmp_path):
     # Both workers serve it before the load: a worker still loading it holds its requests
     # outside the in-flight count, and the first worker's answers then keep it below 6. Model
     # memory adds up over workers: twice the module's bytes once both hold it.
-    module = torch.jit.load(str(archive))
-    held = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    held = load_model(archive, "cpu").parameter_bytes()  # what each worker reports
     deadline = time.monotonic() + 240
     while metric(httpx.get(f"{group.url}/metrics", timeout=30).text, "scriptserve_model_memory_bytes",
                  model="held", version="1", device="cpu") < 2 * held:
